@@ -1,0 +1,300 @@
+"""The refinement engine: composes weighted terms, pulls gradients back
+through parameterizations, runs optimizers and macro-cycles of steps.
+
+It knows no physics: every term, parameterization, scaler, step and reporter
+is a component created through the registry from the validated config.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from refinekit.plugin_api.components import (
+    FcalcEngine, Optimizer, Parameterization, Reporter, Scaler, ScatteringTable, Step,
+    Term, WeightScheme,
+)
+from refinekit.plugin_api.errors import ConfigError
+from refinekit.plugin_api.gradient import AtomGradient
+from refinekit.plugin_api.model import AtomModel, MapData, ReflectionData
+
+from .config import RunConfig, StageSection
+
+
+@dataclass
+class Components:
+    """Every component a config names, created and validated."""
+
+    terms: dict[str, Term]
+    weights: dict[str, float]
+    parameterizations: dict[str, Parameterization]
+    scalers: dict[str, Scaler]
+    fcalc: FcalcEngine
+    table: ScatteringTable
+    optimizer: Optimizer
+    weight_scheme: WeightScheme | None
+    reporters: list[Reporter]
+    initial_steps: list[Step]
+    stage_steps: list[list[Step]]
+
+
+def create_components(registry, config: RunConfig) -> Components:
+    """Create every configured component, so config errors surface before any work."""
+    reg = registry
+    terms: dict[str, Term] = {}
+    weights: dict[str, float] = {}
+    for key, sec in config.term_sections().items():
+        if sec.enabled:
+            terms[key] = reg.create("term", sec.component or key, sec.options, f"terms.{key}.options")
+            weights[key] = sec.weight
+    params = {key: reg.create("parameterization", sec.component or key, sec.options,
+                              f"parameters.{key}.options")
+              for key, sec in config.parameter_sections().items()}
+    scalers = {key: reg.create("scaler", sec.component or key, sec.options, f"scalers.{key}.options")
+               for key, sec in config.scaler_sections().items()}
+    fcalc = reg.create("fcalc", config.fcalc.engine, config.fcalc.options, "fcalc.options")
+    table = reg.create("table", config.fcalc.table, config.fcalc.table_options, "fcalc.table_options")
+    optimizer = reg.create("optimizer", config.optimizer.name, config.optimizer.options,
+                           "optimizer.options")
+    scheme = (reg.create("weight", config.weights.name, config.weights.options, "weights.options")
+              if config.weights.name else None)
+    reporters = [reg.create("reporter", name, {}, f"reporters[{i}]")
+                 for i, name in enumerate(config.reporters)]
+    initial = [reg.create("step", raw["step"], {k: v for k, v in raw.items() if k != "step"},
+                          f"initial_steps[{j}]") for j, raw in enumerate(config.initial_steps)]
+    stage_steps = []
+    for i, stage in enumerate(config.stages):
+        steps = []
+        for j, raw in enumerate(stage.steps):
+            opts = {k: v for k, v in raw.items() if k != "step"}
+            steps.append(reg.create("step", raw["step"], opts, f"stages[{i}].steps[{j}]"))
+        stage_steps.append(steps)
+    return Components(terms, weights, params, scalers, fcalc, table, optimizer, scheme,
+                      reporters, initial, stage_steps)
+
+
+class Run:
+    """One refinement run; implements the plugin_api ``Context`` protocol."""
+
+    def __init__(self, registry, config: RunConfig, model: AtomModel,
+                 data: ReflectionData | MapData | None,
+                 log: Callable[[str], None] = print,
+                 checkpoint: Callable[["Run", dict], None] | None = None):
+        self.registry = registry
+        self.config = config
+        self.model = model
+        self.data = data
+        self.cycle = 0
+        self.stage: StageSection | None = None
+        self.options: dict[str, Any] = {}
+        self._log = log
+        self._checkpoint = checkpoint
+        self._ready: set[str] = set()
+        self._range = (config.data.d_max, config.data.d_min)
+        n_refl = len(data) if isinstance(data, ReflectionData) else 0
+        self._k_total = np.ones(n_refl)
+        self._f_part = np.zeros(n_refl, dtype=np.complex128)
+        parts = create_components(registry, config)
+        self.terms = parts.terms
+        self.base_weights = dict(parts.weights)
+        self.weights = dict(parts.weights)  # as last used, for statistics
+        self.parameterizations = parts.parameterizations
+        self.scalers = parts.scalers
+        self._fcalc = parts.fcalc
+        self._table = parts.table
+        self.optimizer = parts.optimizer
+        self.weight_scheme = parts.weight_scheme
+        self.reporters = parts.reporters
+        self.initial_steps = parts.initial_steps
+        self.stage_steps = parts.stage_steps
+
+    @property
+    def fcalc(self) -> FcalcEngine:
+        """The structure-factor engine named in [fcalc] (set up on first use)."""
+        if "fcalc" not in self._ready:
+            self._ready.add("fcalc")
+            self._fcalc.setup(self)
+        return self._fcalc
+
+    @property
+    def table(self) -> ScatteringTable:
+        """The scattering table named in [fcalc] (set up on first use)."""
+        if "table" not in self._ready:
+            self._ready.add("table")
+            self._table.setup(self)
+        return self._table
+
+    def scaler(self, name: str) -> Scaler:
+        """The configured scaler ``name`` (a key of [scalers])."""
+        try:
+            return self.scalers[name]
+        except KeyError:
+            raise ConfigError(f"no scaler '{name}' is configured; add [scalers.{name}]",
+                              "scalers") from None
+
+    # ------------------------------------------------------------ reflections
+    def _observed(self) -> np.ndarray:
+        data = self.data
+        values = data.f_obs if data.f_obs is not None else data.i_obs
+        if values is None:
+            raise ConfigError("the data have neither amplitudes nor intensities", "data")
+        d_max, d_min = self._range
+        keep = np.isfinite(values)
+        if d_min:
+            keep &= data.d >= d_min
+        if d_max:
+            keep &= data.d <= d_max
+        return keep
+
+    def working_reflections(self) -> ReflectionData:
+        """Work-set reflections with observations inside the current resolution range."""
+        return self.data.subset(self._observed() & ~self.data.free)
+
+    def free_reflections(self) -> ReflectionData:
+        """Test-set reflections with observations inside the current resolution range."""
+        return self.data.subset(self._observed() & self.data.free)
+
+    def fmodel_scales(self, reflections: ReflectionData) -> tuple[np.ndarray, np.ndarray]:
+        """(k_total, F_part) for rows of a subset of ``data``."""
+        return self._k_total[reflections.index], self._f_part[reflections.index]
+
+    def set_fmodel_scales(self, k_total: np.ndarray, f_part: np.ndarray) -> None:
+        """Replace the per-reflection scales of all of ``data``."""
+        n = len(self.data)
+        if len(k_total) != n or len(f_part) != n:
+            raise ValueError(f"scales must have {n} rows")
+        self._k_total = np.asarray(k_total, dtype=np.float64)
+        self._f_part = np.asarray(f_part, dtype=np.complex128)
+
+    # ------------------------------------------------------------ minimisation
+    def _check_disjoint(self, params: list[Parameterization], names: list[str]) -> None:
+        claimed: dict[str, np.ndarray] = {}
+        for p, name in zip(params, names):
+            idx = getattr(p, "indices", None)
+            for f in p.fields:
+                mask = np.zeros(self.model.n_atoms, dtype=bool)
+                mask[np.arange(self.model.n_atoms) if idx is None else idx] = True
+                if f in claimed and np.any(claimed[f] & mask):
+                    raise ConfigError(f"parameterizations {names} both write '{f}' of the same atoms; "
+                                      "refine them in separate steps", "stages")
+                claimed[f] = claimed.get(f, np.zeros_like(mask)) | mask
+
+    def minimize(self, parameterizations: list[str], terms: list[str] | None = None,
+                 max_iter: int = 50) -> dict[str, Any]:
+        """Minimise Σ w_i T_i over the named parameterizations; returns figures."""
+        names = list(parameterizations)
+        for n in names:
+            if n not in self.parameterizations:
+                raise ConfigError(f"no parameterization '{n}' is configured; add [parameters.{n}]",
+                                  "parameters")
+        term_names = list(terms) if terms else list(self.terms)
+        for n in term_names:
+            if n not in self.terms:
+                raise ConfigError(f"no term '{n}' is configured; add [terms.{n}]", "terms")
+        params = [self.parameterizations[n] for n in names]
+        for p in params:
+            p.setup(self)
+        self._check_disjoint(params, names)
+        active = {n: self.terms[n] for n in term_names}
+        for t in active.values():
+            t.setup(self)
+        weights = {n: self.base_weights[n] for n in active}
+        if self.weight_scheme is not None:
+            weights = self.weight_scheme.weights(self, active, weights)
+        self.weights.update(weights)
+        model = self.model
+        x0 = [p.initial(model) for p in params]
+        sizes = np.cumsum([0] + [len(x) for x in x0])
+        bounds = [p.bounds(model) for p in params]
+        lower = np.concatenate([b[0] for b in bounds])
+        upper = np.concatenate([b[1] for b in bounds])
+
+        def apply(x: np.ndarray) -> None:
+            for k, p in enumerate(params):
+                p.apply(x[sizes[k]:sizes[k + 1]], model)
+            model.mark_changed()
+
+        def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+            apply(x)
+            total = 0.0
+            grad = AtomGradient(model.n_atoms)
+            for n, term in active.items():
+                res = term.evaluate(model, want_grad=True)
+                total += weights[n] * res.value
+                grad.add(res.gradient, weights[n])
+            return total, np.concatenate([p.pullback(grad, model) for p in params])
+
+        start = time.perf_counter()
+        x_start = np.concatenate(x0)
+        f_start = fun(x_start)[0]
+        result = self.optimizer.minimize(fun, x_start, lower, upper, max_iter)
+        apply(result.x)
+        return {"target_start": f_start, "target": result.value,
+                "n_evaluations": result.n_evaluations,
+                "minimize_seconds": time.perf_counter() - start}
+
+    # ------------------------------------------------------------ macro-cycles
+    def log(self, message: str) -> None:
+        """Write a line to the run log."""
+        self._log(message)
+
+    def set_stage(self, stage: StageSection | None) -> None:
+        """Select a stage's resolution range (None: the [data] range)."""
+        self.stage = stage
+        data = self.config.data
+        if stage is None:
+            self._range = (data.d_max, data.d_min)
+        else:
+            self._range = (stage.d_max if stage.d_max is not None else data.d_max,
+                           stage.d_min if stage.d_min is not None else data.d_min)
+
+    def statistics(self) -> dict[str, Any]:
+        """Every enabled term's statistics at the current model, plus weights."""
+        stats: dict[str, Any] = {}
+        for name, term in self.terms.items():
+            term.setup(self)
+            stats.update(term.statistics(self.model))
+        stats["weights"] = dict(self.weights)
+        return stats
+
+    def run(self) -> dict[str, Any]:
+        """Run all stages; return {"cycles": [...], "final": {...}}."""
+        for r in self.reporters:
+            r.start(self)
+        self.set_stage(self.config.stages[0] if self.config.stages else None)
+        start = time.perf_counter()
+        initial: dict[str, Any] = {"cycle": 0, "stage": "start"}
+        for step in self.initial_steps:
+            initial.update(step.run(self))
+        initial.update(self.statistics())
+        initial["seconds"] = time.perf_counter() - start
+        cycles = [initial]
+        for r in self.reporters:
+            r.cycle_end(self, initial)
+        total = 0
+        for stage, steps in zip(self.config.stages, self.stage_steps):
+            self.set_stage(stage)
+            for _ in range(stage.cycles):
+                total += 1
+                self.cycle = total
+                start = time.perf_counter()
+                record: dict[str, Any] = {"cycle": total, "stage": stage.name}
+                for step in steps:
+                    record.update(step.run(self))
+                record.update(self.statistics())
+                record["seconds"] = time.perf_counter() - start
+                cycles.append(record)
+                for r in self.reporters:
+                    r.cycle_end(self, record)
+                self.registry.hook().refinekit_cycle_end(context=self, stats=record)
+                if self._checkpoint is not None:
+                    self._checkpoint(self, {"cycles": cycles})
+        self.set_stage(None)
+        final = {"cycles_run": total, **self.statistics()}
+        summary = {"cycles": cycles, "final": final}
+        for r in self.reporters:
+            r.finish(self, summary)
+        return summary

@@ -1,0 +1,1 @@
+"""First-party plugins; each sub-package is one entry point of ``refinekit.plugins``."""

@@ -1,0 +1,219 @@
+"""Maximum-likelihood amplitude target (σA / Rice likelihood).
+
+Read (1986) Acta Cryst. A42, 140; Pannu & Read (1996) Acta Cryst. A52, 659;
+Murshudov, Vagin & Dodson (1997) Acta Cryst. D53, 240; Murshudov et al.
+(2011) Acta Cryst. D67, 355 eq. 4; Lunin & Skovoroda (1995) Acta Cryst. A51, 880.
+
+For each reflection with observed amplitude Fo (σ_o), model amplitude
+Fc = |F_model| and per-shell parameters D, σ_Δ² (the "σA" pair):
+
+    acentric  T = ln Σ + (Fo² + D²Fc²)/Σ − ln I₀(2·Fo·D·Fc/Σ),   Σ = ε·σ_Δ² + 2σ_o²
+    centric   T = ½ ln Σ + (Fo² + D²Fc²)/2Σ − ln cosh(Fo·D·Fc/Σ), Σ = ε·σ_Δ² + σ_o²
+
+i.e. −ln p(Fo | Fc) with the Fo-only constants (ln 2Fo, ½ ln(2/π)) dropped;
+measurement error is added to the model error as in Pannu & Read (1996)
+(Rice form, σ_o² per complex component).  D and σ_Δ² are fitted by
+maximum likelihood per resolution shell on the free set at every setup.
+
+Map coefficients (``map_coefficients``): σA-weighted 2mFo−DFc / mFo−DFc
+with the same D, σ_Δ² and Σ (Read 1986), for every reflection of the data
+set, work and free alike; see
+:func:`refinekit.plugin_api.numerics.reflections.sigmaa_map_coefficients`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from refinekit.plugin_api import (AtomModel, FTarget, FTargetResult, InputError, ReflectionColumns,
+                                  ReflectionData)
+from refinekit.plugin_api.numerics.reflections import (
+    SigmaaParameters, epsilon_and_centric, fit_sigmaa, free_set_for, map_coefficient_columns,
+    r_factors, rice_core, rice_fisher_information, sigmaa_map_coefficients)
+
+
+@dataclass
+class AmplitudeLikelihood:
+    """The Rice/Woolfson likelihood for fixed observations (arrays per reflection).
+
+    ``eps`` (int), ``centric`` (bool), ``f_obs``, ``sigma_f`` (same units as
+    F); σ_f NaN or absent is taken as 0.
+    """
+
+    f_obs: np.ndarray
+    sigma_f: np.ndarray
+    eps: np.ndarray
+    centric: np.ndarray
+
+    def variance(self, s: np.ndarray) -> np.ndarray:
+        """Σ = ε·σ_Δ² + (2 acentric | 1 centric)·σ_o²."""
+        return self.eps * s + np.where(self.centric, 1.0, 2.0) * self.sigma_f ** 2
+
+    def evaluate(self, fc_abs: np.ndarray, d: np.ndarray, s: np.ndarray, sel=slice(None)):
+        """(T per reflection, ∂T/∂|Fc|, ∂T/∂D, ∂T/∂σ_Δ²) for reflections ``sel``."""
+        sig2 = self.eps[sel] * s + np.where(self.centric[sel], 1.0, 2.0) * self.sigma_f[sel] ** 2
+        a = d * fc_abs
+        core, d_a, d_sig = rice_core(self.f_obs[sel], a, sig2, self.centric[sel])
+        return -core, -d_a * d, -d_a * fc_abs, -d_sig * self.eps[sel]
+
+    def fit(self, fc_abs: np.ndarray, d_spacing: np.ndarray, used_set: str,
+            min_per_bin: int, max_bins: int) -> SigmaaParameters:
+        """ML estimates of D and σ_Δ² per shell for these reflections."""
+        def nll(sel, dv, sv):
+            t, _, gd, gs = self.evaluate(fc_abs[sel], dv, sv, sel)
+            return float(t.sum()), float(gd.sum()), float(gs.sum())
+
+        return fit_sigmaa(nll, d_spacing, self.f_obs ** 2 / self.eps, fc_abs, self.f_obs, self.eps,
+                          used_set, min_per_bin, max_bins)
+
+    def target(self, f_model: np.ndarray, d: np.ndarray, s: np.ndarray,
+               want_grad: bool, want_curv: bool) -> FTargetResult:
+        """Sum of T, dT/dF (complex, contract convention) and diagonal curvature."""
+        fc_abs = np.abs(f_model)
+        t, g_fc, _, _ = self.evaluate(fc_abs, d, s)
+        res = FTargetResult(float(np.sum(t)))
+        if want_grad:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                unit = np.where(fc_abs > 0, f_model / fc_abs, 0.0)
+            # T depends on |F| only: ∂T/∂A + i∂T/∂B = T'(|F|)·F/|F|
+            res.dT_dF = g_fc * unit
+        if want_curv:
+            info = d * d * rice_fisher_information(d * fc_abs, self.variance(s), self.centric)
+            # expected ∂²T/∂A² averaged over the phase: ½ I(|F|) acentric; a centric F stays on its line
+            res.curvature = np.where(self.centric, 1.0, 0.5) * info
+        return res
+
+
+@dataclass
+class MLAmplitudeOptions:
+    """Settings of the ML amplitude target.
+
+    ``min_free``: below this many free reflections D, σ_Δ² are fitted on all
+    reflections (work + free) instead; ``min_per_bin``/``max_bins``: shells
+    of the σA fit (equal volume, ≥ min_per_bin reflections of the fitted set).
+    """
+
+    min_free: int = 250
+    min_per_bin: int = 100
+    max_bins: int = 20
+
+    def validate(self) -> None:
+        if self.min_free < 0 or self.min_per_bin < 1 or self.max_bins < 1:
+            raise ValueError("min_free ≥ 0, min_per_bin ≥ 1 and max_bins ≥ 1 are required")
+
+
+def observations(data: ReflectionData, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """(Fo, σ_o) of ``data``; σ missing → 0; raise InputError without amplitudes."""
+    if data.f_obs is None:
+        raise InputError(f"{who} needs amplitudes (f_obs); for intensities add the "
+                         "'french-wilson' preparer or use the 'ml-intensity' target", data.source or None)
+    sig = np.zeros(len(data)) if data.sigma_f is None else np.nan_to_num(np.asarray(data.sigma_f, float))
+    return np.asarray(data.f_obs, float), sig
+
+
+class MLAmplitude(FTarget):
+    """Maximum-likelihood amplitude target (Rice acentric / Woolfson centric, σA per shell).
+
+    Read 1986; Pannu & Read 1996; Murshudov et al. 1997 (REFMAC).  D and σ_Δ²
+    are re-estimated at every ``setup`` on the free set (on all reflections
+    when fewer than ``min_free`` are free).  Value: −ln L over the working
+    set; curvature: expected (Fisher) information, see ``AmplitudeLikelihood``.
+    """
+
+    name = "ml-amplitude"
+    Options = MLAmplitudeOptions
+
+    def setup(self, context) -> None:
+        super().setup(context)
+        work = self.reflections
+        fo, sig = observations(work, self.name)
+        self.valid = np.isfinite(fo)
+        eps, cen = epsilon_and_centric(work.hkl, work.spacegroup)
+        self.lik = AmplitudeLikelihood(fo[self.valid], sig[self.valid], eps[self.valid], cen[self.valid])
+        self.free, self.free_k, self.free_fpart = free_set_for(context, work)
+        fm_free = (self.free_k * (self.engine.calc(context.model, self.free.hkl) + self.free_fpart)
+                   if len(self.free) else np.zeros(0, complex))
+        self.sigmaa = self._fit(context, self.free, fm_free)
+        self.d_par, self.s_par = self.sigmaa.at(work.d[self.valid])
+        self.all_data = context.data
+        self.all_scales = context.fmodel_scales(context.data)
+
+    def _fit(self, context, free: ReflectionData, fm_free: np.ndarray) -> SigmaaParameters:
+        """σA fit on the free set, or on work + free when the free set is small."""
+        ffo, fsig = observations(free, self.name) if len(free) else (np.zeros(0), np.zeros(0))
+        ok = np.isfinite(ffo)
+        eps, cen = epsilon_and_centric(free.hkl[ok], free.spacegroup)
+        lik = AmplitudeLikelihood(ffo[ok], fsig[ok], eps, cen)
+        fc, d, used = np.abs(fm_free[ok]), free.d[ok], "free"
+        if np.count_nonzero(ok) < self.options.min_free:
+            if not getattr(self, "_small_free_logged", False):
+                self._small_free_logged = True
+                context.log(f"{self.name}: only {np.count_nonzero(ok)} free reflections (< min_free "
+                            f"{self.options.min_free}); D and sigma_delta fitted on all reflections")
+            _, fm_work = self.fmodel(context.model)
+            w = self.lik
+            lik = AmplitudeLikelihood(*(np.concatenate([getattr(w, n), getattr(lik, n)])
+                                        for n in ("f_obs", "sigma_f", "eps", "centric")))
+            fc = np.concatenate([np.abs(fm_work[self.valid]), fc])
+            d = np.concatenate([self.reflections.d[self.valid], d])
+            used = "all"
+        return lik.fit(fc, d, used, self.options.min_per_bin, self.options.max_bins)
+
+    def target_f(self, f_model: np.ndarray, want_grad: bool, want_curv: bool) -> FTargetResult:
+        res = self.lik.target(f_model[self.valid], self.d_par, self.s_par, want_grad, want_curv)
+        return _expand(res, self.valid)
+
+    def statistics(self, model: AtomModel) -> dict[str, Any]:
+        _, fm = self.fmodel(model)
+        out = {"ml_amplitude_nll": self.lik.target(fm[self.valid], self.d_par, self.s_par,
+                                                   False, False).value,
+               "sigmaa_on_free_set": float(self.sigmaa.used_set == "free"),
+               "mean_D": float(np.mean(self.sigmaa.d_values))}
+        out.update(r_statistics(self, model, fm))
+        return out
+
+    def map_coefficients(self, model: AtomModel) -> ReflectionColumns:
+        """σA-weighted 2mFo−DFc, mFo−DFc, F_calc and FOM for every reflection of the data.
+
+        Read (1986): m from the Rice/Woolfson law with Σ = ε·σ_Δ² + (2|1)·σ_F²,
+        D and σ_Δ² of this setup at each reflection's resolution (held
+        constant beyond the fitted shells); free reflections are included;
+        missing Fo are filled in with D·F_model (DELFWT = 0, FOM = 0).
+        """
+        data = self.all_data
+        k_total, f_part = self.all_scales
+        fc = self.engine.calc(model, data.hkl)
+        fo, sig = observations(data, self.name)
+        eps, cen = epsilon_and_centric(data.hkl, data.spacegroup)
+        d_par, s_par = self.sigmaa.at(data.d)
+        fwt, delfwt, fom = sigmaa_map_coefficients(fo, sig, k_total * (fc + f_part), d_par, s_par,
+                                                   eps, cen)
+        return map_coefficient_columns(data, fwt, delfwt, fc, fom)
+
+
+def _expand(res: FTargetResult, valid: np.ndarray) -> FTargetResult:
+    """Scatter per-valid-reflection arrays back to the full working set (zeros elsewhere)."""
+    for name in ("dT_dF", "curvature"):
+        arr = getattr(res, name)
+        if arr is not None:
+            full = np.zeros(len(valid), dtype=arr.dtype)
+            full[valid] = arr
+            setattr(res, name, full)
+    return res
+
+
+def r_statistics(term, model: AtomModel, fm_work: np.ndarray) -> dict[str, float]:
+    """R-work/R-free of the current F_model (already scaled, so k = 1)."""
+    fo_w, _ = observations(term.reflections, term.name)
+    fo, fm, free = fo_w, np.abs(fm_work), np.zeros(len(fo_w), bool)
+    if len(term.free):
+        fo_f, _ = observations(term.free, term.name)
+        fm_f = term.free_k * (term.engine.calc(model, term.free.hkl) + term.free_fpart)
+        fo = np.concatenate([fo, fo_f])
+        fm = np.concatenate([fm, np.abs(fm_f)])
+        free = np.concatenate([free, np.ones(len(fo_f), bool)])
+    r = r_factors(fo, fm, free, scale=False)
+    return {"r_work": r.r_work, "r_free": r.r_free}
