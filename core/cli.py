@@ -5,6 +5,8 @@ Sub-commands (a stable contract other tools script against):
 * ``refinekit plugins`` — the discovered plugins and their components;
 * ``refinekit fcalc MODEL --d-min D [--engine fft|direct] -o OUT.mtz``;
 * ``refinekit refine MODEL DATA [--config F.toml] [--cycles N] -o OUTDIR``;
+* ``refinekit rsr MODEL MAP --resolution D [--config F.toml] [--cycles N] -o OUTDIR``
+  — real-space refinement against a density map (default preset ``cryo-em``);
 * ``refinekit demo [-o OUTDIR]`` — refine the embedded example;
 * ``refinekit validate CONFIG.toml`` — check a config without running.
 
@@ -68,6 +70,15 @@ def build_parser(registry) -> argparse.ArgumentParser:
     p.add_argument("--cycles", type=int, help="macro-cycles per stage")
     p.add_argument("-o", "--output", required=True, help="output directory")
 
+    p = sub.add_parser("rsr", help="real-space refinement against a density map (CCP4/MRC)")
+    p.add_argument("model")
+    p.add_argument("map")
+    p.add_argument("--resolution", type=float, help="map resolution d, Å (required)")
+    p.add_argument("--config", help="TOML config (see docs/config.md)")
+    p.add_argument("--preset", help="preset name (default cryo-em)")
+    p.add_argument("--cycles", type=int, help="macro-cycles per stage")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+
     p = sub.add_parser("demo", help="refine the embedded example (no network, no ../shared)")
     p.add_argument("-o", "--output", default="refinekit_demo", help="output directory")
 
@@ -87,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry = _registry(raw)
         args = build_parser(registry).parse_args(argv)
         handler = {"plugins": cmd_plugins, "fcalc": cmd_fcalc, "refine": cmd_refine,
-                   "demo": cmd_demo, "validate": cmd_validate}[args.command]
+                   "rsr": cmd_rsr, "demo": cmd_demo, "validate": cmd_validate}[args.command]
         return handler(args, registry, raw) or 0
     except RefinekitError as exc:
         print(f"refinekit: error: {exc}", file=sys.stderr)
@@ -165,6 +176,20 @@ def cmd_refine(args, registry, raw) -> int:
     summary = refine(registry, raw, args.model, args.data, args.output,
                      preset=args.preset, cycles=args.cycles)
     _print_summary(summary, args.output)
+    return 0
+
+
+def cmd_rsr(args, registry, raw) -> int:
+    """Refine MODEL against MAP in real space; write OUTDIR/refined.cif and stats.json."""
+    from .rsr import rsr
+
+    summary = rsr(registry, raw, args.model, args.map, args.resolution, args.output,
+                  preset=args.preset, cycles=args.cycles)
+    start, final = summary["start"], summary["final"]
+    geometry = "  ".join(f"{k}={final[k]:.4f}" for k in ("rmsd_bonds", "rmsd_angles") if k in final)
+    print(f"CC_mask {start['cc_mask']:.4f} -> {final['cc_mask']:.4f}  "
+          f"CC_box {start['cc_box']:.4f} -> {final['cc_box']:.4f}  {geometry}\n"
+          f"outputs in {args.output}/ (refined.cif, stats.json, log.txt)")
     return 0
 
 

@@ -72,10 +72,14 @@ class DataSection:
 
 @dataclass
 class FcalcSection:
-    """Structure-factor engine and scattering table (component names)."""
+    """Structure-factor engine and scattering table (component names).
+
+    ``table = "auto"`` picks the table whose radiation matches the model
+    file's experiment method (_exptl.method / EXPDTA), X-ray otherwise.
+    """
 
     engine: str = "fft"
-    table: str = "xray"
+    table: str = "auto"
     options: dict = field(default_factory=dict)
     table_options: dict = field(default_factory=dict)
 

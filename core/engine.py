@@ -56,7 +56,8 @@ def create_components(registry, config: RunConfig) -> Components:
     scalers = {key: reg.create("scaler", sec.component or key, sec.options, f"scalers.{key}.options")
                for key, sec in config.scaler_sections().items()}
     fcalc = reg.create("fcalc", config.fcalc.engine, config.fcalc.options, "fcalc.options")
-    table = reg.create("table", config.fcalc.table, config.fcalc.table_options, "fcalc.table_options")
+    table_name = "xray" if config.fcalc.table == "auto" else config.fcalc.table  # auto: resolved by Run
+    table = reg.create("table", table_name, config.fcalc.table_options, "fcalc.table_options")
     optimizer = reg.create("optimizer", config.optimizer.name, config.optimizer.options,
                            "optimizer.options")
     scheme = (reg.create("weight", config.weights.name, config.weights.options, "weights.options")
@@ -74,6 +75,24 @@ def create_components(registry, config: RunConfig) -> Components:
         stage_steps.append(steps)
     return Components(terms, weights, params, scalers, fcalc, table, optimizer, scheme,
                       reporters, initial, stage_steps)
+
+
+#: _exptl.method of the model file → radiation of a scattering table
+METHOD_RADIATION = {"X-RAY DIFFRACTION": "xray", "NEUTRON DIFFRACTION": "neutron",
+                    "ELECTRON CRYSTALLOGRAPHY": "electron", "ELECTRON MICROSCOPY": "electron",
+                    "FIBER DIFFRACTION": "xray", "POWDER DIFFRACTION": "xray"}
+
+
+def choose_table(registry, model: AtomModel, log: Callable[[str], None]) -> str:
+    """Name of the table whose radiation matches the model's experiment (default X-ray)."""
+    method = str(dict(model.structure.info).get("_exptl.method", "")).strip("'\" ").upper()
+    radiation = METHOD_RADIATION.get(method, "xray")
+    for name in registry.names("table"):
+        if getattr(registry.spec("table", name).load(), "radiation", None) == radiation:
+            log(f"scattering table: {name} (experiment method {method or 'not given'})")
+            return name
+    raise ConfigError(f"no installed scattering table for {radiation} data "
+                      f"(experiment method {method!r}); set [fcalc] table", "fcalc.table")
 
 
 class Run:
@@ -97,6 +116,8 @@ class Run:
         n_refl = len(data) if isinstance(data, ReflectionData) else 0
         self._k_total = np.ones(n_refl)
         self._f_part = np.zeros(n_refl, dtype=np.complex128)
+        if config.fcalc.table == "auto":
+            config.fcalc.table = choose_table(registry, model, log)
         parts = create_components(registry, config)
         self.terms = parts.terms
         self.base_weights = dict(parts.weights)
@@ -293,7 +314,8 @@ class Run:
                 if self._checkpoint is not None:
                     self._checkpoint(self, {"cycles": cycles})
         self.set_stage(None)
-        final = {"cycles_run": total, **self.statistics()}
+        final = {"cycles_run": total, "fcalc_engine": self.config.fcalc.engine,
+                 "scattering_table": self.config.fcalc.table, **self.statistics()}
         summary = {"cycles": cycles, "final": final}
         for r in self.reporters:
             r.finish(self, summary)

@@ -51,16 +51,7 @@ def refine(registry, raw: dict, model_path: str, data_path: str, outdir: str,
            preset: str | None = None, cycles: int | None = None,
            echo: bool = True) -> dict[str, Any]:
     """Run a refinement job and write its outputs; returns the summary dict."""
-    if preset:
-        raw = {**raw, "preset": preset}
-    config = build_config(raw, registry, default_preset="default")
-    if cycles is not None:
-        if cycles < 0:
-            raise InputError(f"--cycles must be ≥ 0, got {cycles}")
-        for stage in config.stages:
-            stage.cycles = cycles
-    check_required_plugins(config.required_plugins)
-    registry.hook().refinekit_configure(config=config)
+    config = load_config(registry, raw, preset, cycles, "default")
     out = Path(outdir)
     _refuse_overwrite([model_path, data_path], out)
     log = RunLog(echo)
@@ -73,17 +64,37 @@ def refine(registry, raw: dict, model_path: str, data_path: str, outdir: str,
     log(f"model {model_path}: {model.n_atoms} atoms; data {data_path}: {len(data)} reflections, "
         f"{int(data.free.sum())} free, d {data.resolution()[0]:.2f}–{data.resolution()[1]:.2f} Å")
     out.mkdir(parents=True, exist_ok=True)
+    run = Run(registry, config, model, data, log=log, checkpoint=checkpointer(registry, config, out))
+    summary = run.run()
+    summary["config"] = {"preset": config.preset, "stages": [asdict(s) for s in config.stages]}
+    _write_outputs(registry, run, summary, out, log)
+    return summary
 
+
+def load_config(registry, raw: dict, preset: str | None, cycles: int | None,
+                default_preset: str):
+    """The validated RunConfig: preset (argument, config or default), --cycles, plugin checks."""
+    if preset:
+        raw = {**raw, "preset": preset}
+    config = build_config(raw, registry, default_preset=default_preset)
+    if cycles is not None:
+        if cycles < 0:
+            raise InputError(f"--cycles must be ≥ 0, got {cycles}")
+        for stage in config.stages:
+            stage.cycles = cycles
+    check_required_plugins(config.required_plugins)
+    registry.hook().refinekit_configure(config=config)
+    return config
+
+
+def checkpointer(registry, config, out: Path):
+    """The per-cycle callback writing checkpoint.cif and a partial stats.json into ``out``."""
     def checkpoint(run: Run, partial: dict) -> None:
         if config.output.checkpoint:
             write(registry, run.model.to_structure(), "model", out / "checkpoint.cif")
             write_json(partial, out / "stats.json")
 
-    run = Run(registry, config, model, data, log=log, checkpoint=checkpoint)
-    summary = run.run()
-    summary["config"] = {"preset": config.preset, "stages": [asdict(s) for s in config.stages]}
-    _write_outputs(registry, run, summary, out, log)
-    return summary
+    return checkpoint
 
 
 def _columns(config) -> dict:

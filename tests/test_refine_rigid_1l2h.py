@@ -97,7 +97,7 @@ def test_rigid_body_then_xyzb_on_displaced_1l2h(tmp_path, capsys):
                  str(tmp_path / "xyzb.toml"), "-o", str(tmp_path / "xyzb")]) == 0
     stats = json.loads((tmp_path / "xyzb" / "stats.json").read_text())
     r0, r1 = stats["cycles"][0]["r_work"], stats["final"]["r_work"]
-    print(f"R-work after rigid body (8 Å–1.54 Å) {r0:.4f} → after xyz+B {r1:.4f}; "
+    print(f"R-work after rigid body (10–1.54 Å) {r0:.4f} → after xyz+B {r1:.4f}; "
           f"rigid-stage final R-work {rigid_stats['final']['r_work']:.4f}")
     assert r1 < r0 - 0.01
     assert [c["cycle"] for c in stats["cycles"]] == [0, 1, 2]

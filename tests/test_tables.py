@@ -49,3 +49,19 @@ def test_neutron_lengths_h_vs_d():
 def test_unknown_element_named(table):
     with pytest.raises(InputError, match="'X'"):
         table.coefficients(["C", "X"], [0, 0])
+
+
+@pytest.mark.parametrize("method, expected", [("NEUTRON DIFFRACTION", "neutron"),
+                                              ("ELECTRON CRYSTALLOGRAPHY", "electron"),
+                                              ("X-RAY DIFFRACTION", "xray"), ("", "xray")])
+def test_auto_table_follows_experiment_method(method, expected):
+    from conftest import dataset
+    from refinekit.engine import choose_table
+    from refinekit.plugin_api import AtomModel
+    from refinekit.registry import Registry
+
+    st = gemmi.read_structure(str(dataset("5e5z", "5e5z.pdb")))
+    st.info["_exptl.method"] = method
+    lines = []
+    assert choose_table(Registry.discover(), AtomModel.from_structure(st), lines.append) == expected
+    assert expected in lines[0]

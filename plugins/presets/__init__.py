@@ -13,3 +13,5 @@ def refinekit_register(registry):
                  description="LS rigid body at low resolution, then xyz + B at full resolution")
     registry.add("preset", "xray", "refinekit.plugins.presets.library:XRAY",
                  description="ML + geometry; each cycle: scale, weight, xyz, B (REFMAC/servalcat-like)")
+    registry.add("preset", "cryo-em", "refinekit.plugins.presets.library:CRYO_EM",
+                 description="real space: map-value + geometry, segment weight search, xyz (phenix.real_space_refine-like)")

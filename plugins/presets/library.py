@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 _COMMON = {
-    "fcalc": {"engine": "fft", "table": "xray"},
+    "fcalc": {"engine": "fft", "table": "auto"},
     "optimizer": {"name": "lbfgs"},
     "terms": {"ls": {"weight": 1.0}},
     "parameters": {"xyz": {}, "b-iso": {}},
@@ -42,7 +42,8 @@ XRAY = {
     "data": {"prepare": ["french-wilson"]},
     "fcalc": {"engine": "fft", "table": "xray"},
     "optimizer": {"name": "lbfgs"},
-    "weights": {"name": "auto"},
+    "weights": {"name": "auto", "options": {"bond_rmsd_min": 0.008, "bond_rmsd_max": 0.013,
+                                            "curvature_ratio": 0.25}},
     "terms": {"ml": {"component": "ml-amplitude", "weight": 1.0},
               "geometry": {"weight": 1.0},
               "adp": {"component": "adp-similarity", "weight": 1.0}},
@@ -54,4 +55,27 @@ XRAY = {
         {"step": "scale", "scalers": ["bulk-solvent", "aniso-scale"], "rounds": 2},
         {"step": "minimize", "parameters": ["xyz"], "terms": ["ml", "geometry"], "max_iter": 15},
         {"step": "minimize", "parameters": ["b-iso"], "terms": ["ml", "adp"], "max_iter": 10}]}],
+}
+
+
+#: Real-space refinement against a cryo-EM map (phenix.real_space_refine-like,
+#: Afonine et al. 2018, Acta Cryst. D74, 531): the map-value target with
+#: geometry restraints, the data weight from the segment search, xyz only;
+#: CC_mask/CC_box (electron form factors) after every cycle (``refinekit rsr``
+#: adds them for the start and the end).
+#: Hydrogens are restrained at nucleus distances (electron scattering is
+#: dominated by the nuclear charge; models for cryo-EM carry nucleus positions).
+CRYO_EM = {
+    "description": "map-value + geometry, weight from segment trials, xyz; CC_mask each cycle",
+    "fcalc": {"engine": "fft", "table": "electron"},
+    "optimizer": {"name": "lbfgs"},
+    "weights": {"name": "rsr-search"},
+    "terms": {"map": {"component": "map-value", "weight": 1.0},
+              "geometry": {"weight": 1.0, "options": {"hydrogen_distances": "nucleus"}}},
+    "parameters": {"xyz": {}},
+    "reporters": ["progress"],
+    "output": {"mtz": False},
+    "stages": [{"name": "rsr", "cycles": 5, "steps": [
+        {"step": "minimize", "parameters": ["xyz"], "terms": ["map", "geometry"], "max_iter": 50},
+        {"step": "rs-metrics", "per_chain": False, "per_residue": False}]}],
 }

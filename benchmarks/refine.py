@@ -1,0 +1,174 @@
+"""Benchmark: `refinekit refine --preset xray` against servalcat on the same inputs.
+
+    python benchmarks/refine.py [--cases 1l2h 4iid] [--cycles 10] [--no-servalcat] [--no-fcalc]
+
+For each case (deposited models in ../shared/data) this runs, one after the
+other in this one process tree (never two refinements at once):
+
+* ``refinekit refine MODEL DATA --preset xray --cycles N`` in a subprocess
+  (4iid gets a config file pointing geometry and ADP restraints at
+  ../shared/monlib for its glycans);
+* when ``servalcat`` is on PATH (benchmark-only: ``pip install servalcat``),
+  ``servalcat refine_xtal_norefmac --model M --hklin MTZ -s xray --ncycle N
+  --monlib ../shared/monlib``;
+
+and prints the wall time, R-work, R-free (start → end) and bond/angle rmsd of
+both, plus our FFT Fcalc and Fcalc+gradient time beside gemmi's Fcalc
+(functions of benchmarks/fcalc.py).  servalcat adds riding hydrogens;
+refinekit does not.  Reference figures: ../shared/bench/REFERENCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fcalc import CASES, DATA, best_time, gemmi_runner  # noqa: E402  (benchmarks/fcalc.py)
+
+MONLIB = DATA.parent / "monlib"
+#: cases whose residues need dictionaries beyond the built-in library
+NEEDS_MONLIB = {"4iid"}
+
+
+def refinekit_command() -> list[str]:
+    """The `refinekit` console script of this interpreter's environment."""
+    exe = Path(sys.executable).with_name("refinekit")
+    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from refinekit.cli import main; main()"]
+
+
+def run_refinekit(name: str, model: Path, mtz: Path, cycles: int, workdir: Path) -> dict:
+    """Run refinekit in a subprocess; wall time and figures from its stats.json."""
+    cmd = refinekit_command() + ["refine", str(model), str(mtz), "--preset", "xray",
+                                 "--cycles", str(cycles), "-o", str(workdir / "out")]
+    if name in NEEDS_MONLIB:
+        config = workdir / "monlib.toml"
+        config.write_text(f'[terms.geometry.options]\nmonlib = "{MONLIB}"\n'
+                          f'[terms.adp.options]\nmonlib = "{MONLIB}"\n')
+        cmd += ["--config", str(config)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:] or ["failed"], "wall": wall}
+    stats = json.loads((workdir / "out" / "stats.json").read_text())
+    start, final = stats["cycles"][0], stats["final"]
+    return {"wall": wall, "r_work": final["r_work"], "r_free_start": start["r_free"],
+            "r_free": final["r_free"], "bonds": final["rmsd_bonds"], "angles": final["rmsd_angles"]}
+
+
+def run_servalcat(model: Path, mtz: Path, cycles: int, workdir: Path) -> dict | None:
+    """Run servalcat when installed; figures from its ``*_stats.json`` (first and last cycle)."""
+    exe = shutil.which("servalcat") or str(Path(sys.executable).with_name("servalcat"))
+    if not Path(exe).exists():
+        return None
+    cmd = [exe, "refine_xtal_norefmac", "--model", str(model), "--hklin", str(mtz), "-s", "xray",
+           "--ncycle", str(cycles), "--monlib", str(MONLIB), "-o", "serv"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    wall = time.perf_counter() - t0
+    found = sorted(workdir.glob("serv*stats.json"))
+    if proc.returncode != 0 or not found:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"],
+                "wall": wall}
+    cycles_out = json.loads(found[0].read_text())
+    first, last = cycles_out[0], cycles_out[-1]
+
+    def summary(c: dict) -> dict:
+        return c.get("data", {}).get("summary", {})
+
+    def pick(d: dict, *keys: str) -> float:
+        return next((float(d[k]) for k in keys if k in d), float("nan"))
+
+    geom = last.get("geom", {}).get("summary", {})
+    return {"wall": wall, "r_work": pick(summary(last), "Rwork", "R1work"),
+            "r_free_start": pick(summary(first), "Rfree", "R1free"),
+            "r_free": pick(summary(last), "Rfree", "R1free"),
+            "bonds": _servalcat_rmsd(geom, "Bond distances, non H"),
+            "angles": _servalcat_rmsd(geom, "Bond angles, non H")}
+
+
+def _servalcat_rmsd(geom: dict, label: str) -> float:
+    """r.m.s.d. of one restraint type from servalcat's geometry summary table."""
+    try:
+        return float(geom["r.m.s.d."][geom["Restraint type"].index(label)])
+    except (KeyError, ValueError, TypeError, IndexError):
+        return float("nan")
+
+
+def fcalc_times(model_path: Path, mtz_path: Path, repeats: int) -> tuple[float, float, float]:
+    """(our Fcalc, our Fcalc + gradient, gemmi Fcalc) best times in s."""
+    import gemmi
+
+    from refinekit.plugin_api import AtomModel
+    from refinekit.plugins.fcalc_fft.engine import FftFcalc, FftOptions
+    from refinekit.plugins.xray_tables.table import XrayTable
+
+    st = gemmi.read_structure(str(model_path))
+    st.setup_entities()
+    model = AtomModel.from_structure(st, str(model_path))
+    hkl = np.array(gemmi.read_mtz_file(str(mtz_path)).make_miller_array())
+    d_min = float(model.cell.calculate_d_array(hkl).min())
+    eng = FftFcalc(FftOptions())
+    eng.use_table(XrayTable())
+    dt_df = np.random.default_rng(0).normal(size=(len(hkl), 2)) @ np.array([1.0, 1j])
+
+    def both():
+        eng.calc(model, hkl)
+        return eng.gradient(model, hkl, dt_df)
+    return (best_time(lambda: eng.calc(model, hkl), repeats), best_time(both, repeats),
+            best_time(gemmi_runner(st, d_min), repeats))
+
+
+def show(label: str, res: dict | None) -> None:
+    if res is None:
+        print(f"  {label:10s} not installed (pip install servalcat to compare)")
+    elif "error" in res:
+        print(f"  {label:10s} FAILED after {res['wall']:.1f} s: {res['error'][0]}")
+    else:
+        print(f"  {label:10s} wall {res['wall']:7.1f} s  R-work {res['r_work']:.4f}  "
+              f"R-free {res['r_free_start']:.4f} -> {res['r_free']:.4f}  "
+              f"bonds {res['bonds']:.4f} Å  angles {res['angles']:.2f}°")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of the Fcalc timings")
+    parser.add_argument("--no-servalcat", action="store_true")
+    parser.add_argument("--no-fcalc", action="store_true")
+    args = parser.parse_args()
+    for name in args.cases:
+        model, mtz = CASES[name]
+        if not model.exists():
+            print(f"{name}: data not found under {DATA}")
+            continue
+        print(f"{name}: {model.name} + {mtz.name}, {args.cycles} cycles")
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = run_refinekit(name, model, mtz, args.cycles, Path(tmp))
+        show("refinekit", ours)
+        theirs = None
+        if not args.no_servalcat:
+            with tempfile.TemporaryDirectory() as tmp:
+                theirs = run_servalcat(model, mtz, args.cycles, Path(tmp))
+            show("servalcat", theirs)
+        if ours and theirs and "error" not in ours and "error" not in theirs:
+            print(f"  wall-time ratio refinekit/servalcat {ours['wall'] / theirs['wall']:.2f}, "
+                  f"R-free difference {ours['r_free'] - theirs['r_free']:+.4f}")
+        if not args.no_fcalc:
+            t_calc, t_both, t_gemmi = fcalc_times(model, mtz, args.repeats)
+            print(f"  Fcalc: refinekit {t_calc * 1e3:.1f} ms, +gradient {t_both * 1e3:.1f} ms, "
+                  f"gemmi {t_gemmi * 1e3:.1f} ms (ratios {t_calc / t_gemmi:.2f}, {t_both / t_gemmi:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""Data/restraint weight for real-space refinement from trial refinements of segments.
+
+Method of phenix.real_space_refine (Afonine et al. 2018, Acta Cryst. D74,
+531–544, §2.7): the model is cut into random segments of a few residues;
+each segment is refined alone, in the map, with a ladder of data weights;
+for each segment the weight kept is the one giving the best fit among
+those whose geometry stays reasonable (bond rmsd ≤ ``bond_rmsd_max`` Å,
+angle rmsd ≤ ``angle_rmsd_max`` degrees); outlying segment weights are
+dropped and the rest averaged (geometric mean).  The cost depends on the
+number and size of the segments, not on the size of the model.
+
+The ladder is centred on w_ref, the median over segments of ‖∇R‖/‖∇D‖
+(restraints R, data term D, at the starting coordinates), so it adapts to
+the data term's units; it is walked by bisection (geometry worsens
+monotonically with the data weight).
+Fit is the data term's value per atom after the trial (lower is better).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gemmi
+import numpy as np
+import scipy.optimize
+
+from refinekit.plugin_api import AtomModel, ConfigError, InputError, MapData, Term, WeightScheme
+
+
+@dataclass
+class RsrSearchOptions:
+    """Settings of ``rsr-search`` (lengths in residues, rmsd in Å and degrees).
+
+    segment_length: residues per segment; n_segments: segments tried
+    (fewer when the model is small); n_weights / span: ladder of n_weights
+    weights w_ref·10^t, t evenly in [−span, +span] (decades), extended when needed; max_iter:
+    L-BFGS iterations per trial; outlier_mad: segment weights
+    whose log10 differs from the median by more than outlier_mad × 1.4826 ×
+    MAD are dropped; seed: random seed (segments); every: search
+    again every this many cycles (0: once, at the first minimisation).
+    """
+
+    segment_length: int = 5
+    n_segments: int = 10
+    n_weights: int = 9
+    span: float = 1.0
+    bond_rmsd_max: float = 0.02
+    angle_rmsd_max: float = 2.0
+    max_iter: int = 40
+    outlier_mad: float = 3.0
+    seed: int = 0
+    every: int = 0
+
+    def validate(self) -> None:
+        if self.segment_length < 2 or self.n_segments < 1 or self.n_weights < 2:
+            raise ValueError("need segment_length ≥ 2, n_segments ≥ 1 and n_weights ≥ 2")
+        if self.span <= 0 or self.outlier_mad <= 0:
+            raise ValueError("span and outlier_mad must be > 0")
+        if self.bond_rmsd_max <= 0 or self.angle_rmsd_max <= 0:
+            raise ValueError("bond_rmsd_max (Å) and angle_rmsd_max (degrees) must be > 0")
+        if self.max_iter < 1 or self.every < 0:
+            raise ValueError("max_iter must be ≥ 1 and every ≥ 0")
+
+
+class SegmentContext:
+    """The run context seen by a segment's private copies of the terms."""
+
+    def __init__(self, context, model: AtomModel):
+        self.model = model
+        self.data = context.data
+        self.cycle = context.cycle
+        self.options = getattr(context, "options", {})
+        self._context = context
+
+    @property
+    def fcalc(self):
+        return self._context.fcalc
+
+    @property
+    def table(self):
+        return self._context.table
+
+    def log(self, message: str) -> None:
+        """Segment terms' messages are not logged (they repeat the run's)."""
+
+
+def segment_windows(model: AtomModel, length: int, count: int,
+                    rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Up to ``count`` non-overlapping (chain index, first residue index) windows of
+    ``length`` consecutive polymer residues, in random order."""
+    st_model = model.structure[0]
+    windows = []
+    for ci, chain in enumerate(st_model):
+        info = [gemmi.find_tabulated_residue(r.name) for r in chain]
+        polymer = [i is not None and i.is_amino_acid() for i in info]
+        for ri in range(len(chain) - length + 1):
+            if all(polymer[ri:ri + length]):
+                windows.append((ci, ri))
+    taken: set[tuple[int, int]] = set()
+    chosen = []
+    for k in rng.permutation(len(windows)):
+        ci, ri = windows[k]
+        span = {(ci, r) for r in range(ri, ri + length)}
+        if span & taken:
+            continue
+        taken |= span
+        chosen.append((ci, ri))
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def segment_model(st: gemmi.Structure, ci: int, ri: int, length: int) -> AtomModel:
+    """A new AtomModel of residues ri..ri+length−1 of chain ci of ``st`` (current coordinates)."""
+    sub = gemmi.Structure()
+    sub.cell = st.cell
+    sub.spacegroup_hm = st.spacegroup_hm
+    model = gemmi.Model("1")
+    source = st[0][ci]
+    chain = gemmi.Chain(source.name)
+    for r in range(ri, ri + length):
+        chain.add_residue(source[r])
+    model.add_chain(chain)
+    sub.add_model(model)
+    sub.setup_entities()
+    return AtomModel.from_structure(sub)
+
+
+def robust_mean_log(weights: np.ndarray, cutoff: float) -> tuple[float, np.ndarray]:
+    """Geometric mean of ``weights`` after dropping log10 outliers; returns (mean, kept mask).
+
+    Outlier: |log10 w − median| > cutoff × 1.4826 × MAD (MAD of log10 w);
+    when MAD is 0 only values equal to the median are kept.
+    """
+    x = np.log10(weights)
+    med = float(np.median(x))
+    mad = 1.4826 * float(np.median(np.abs(x - med)))
+    keep = np.abs(x - med) <= cutoff * mad + 1e-12
+    return float(10 ** x[keep].mean()), keep
+
+
+class RsrWeightSearch(WeightScheme):
+    """Weight scheme ``rsr-search``: one data-weight factor from segment trial refinements.
+
+    Applies to minimisations that include both a data term (role "target")
+    and a restraint reporting ``rmsd_bonds`` and ``rmsd_angles``; others (B
+    refinement) keep the configured weights.  The factor multiplies every
+    data term's weight; one search per set of data terms (and again every
+    ``every`` cycles when set).
+    """
+
+    name = "rsr-search"
+    Options = RsrSearchOptions
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.factors: dict[frozenset, tuple[float, int]] = {}
+        self.report: dict[str, Any] = {}
+
+    def weights(self, context, terms: dict[str, Term], current: dict[str, float]) -> dict[str, float]:
+        data = frozenset(n for n, t in terms.items() if t.role == "target")
+        if not data or not self._has_geometry(context, terms):
+            return dict(current)
+        every = self.options.every
+        if data not in self.factors or (every and context.cycle - self.factors[data][1] >= every):
+            self.factors[data] = (self.search(context, terms, current), context.cycle)
+        factor = self.factors[data][0]
+        return {n: w * factor if n in data else w for n, w in current.items()}
+
+    @staticmethod
+    def _has_geometry(context, terms: dict[str, Term]) -> bool:
+        """True when a restraint reports bond and angle rmsd (coordinate refinement)."""
+        for term in terms.values():
+            if term.role == "restraint":
+                stats = term.statistics(context.model)
+                if "rmsd_bonds" in stats and "rmsd_angles" in stats:
+                    return True
+        return False
+
+    # -------------------------------------------------------------- search
+    def search(self, context, terms: dict[str, Term], current: dict[str, float]) -> float:
+        """Run the segment trials; return the data-weight factor (also kept in ``report``)."""
+        if not isinstance(context.data, MapData):
+            raise ConfigError("weight scheme 'rsr-search' needs a density map as data "
+                              f"(got {type(context.data).__name__}); use 'auto' for reflections",
+                              "weights.name")
+        o = self.options
+        start = time.perf_counter()
+        rng = np.random.default_rng(o.seed)
+        windows = segment_windows(context.model, o.segment_length, o.n_segments, rng)
+        if not windows:
+            raise InputError(f"weight search: the model has no run of {o.segment_length} consecutive "
+                             "amino-acid residues to cut segments from; set [weights] options "
+                             "segment_length or use another weight scheme", context.model.source or None)
+        st = context.model.to_structure()
+        segments = [self._segment(context, terms, current, st, ci, ri) for ci, ri in windows]
+        w_ref = float(np.median([s.reference_weight() for s in segments]))
+        chosen = np.array([s.choose(w_ref, o) for s in segments])
+        valid = np.isfinite(chosen)
+        if not valid.any():
+            factor, kept = w_ref * 10 ** (-2 * o.span), valid
+            note = "no segment kept acceptable geometry at any weight; using the smallest"
+        else:
+            factor, kept_valid = robust_mean_log(chosen[valid], o.outlier_mad)
+            kept = np.zeros_like(valid)
+            kept[np.flatnonzero(valid)[kept_valid]] = True
+            note = ""
+        seconds = time.perf_counter() - start
+        self.report = {"weight_factor": factor, "w_ref": w_ref, "segments": len(segments),
+                       "kept": int(kept.sum()), "segment_weights": chosen.tolist(),
+                       "seconds": seconds}
+        context.log(f"rsr weight search: {len(segments)} segments of {o.segment_length} residues, "
+                    f"{kept.sum()} kept, data weight factor {factor:.4g} "
+                    f"(ladder centre {w_ref:.3g}) in {seconds:.1f} s"
+                    + (f"; {note}" if note else ""))
+        return factor
+
+    def _segment(self, context, terms, current, st, ci, ri) -> "Segment":
+        model = segment_model(st, ci, ri, self.options.segment_length)
+        sub_context = SegmentContext(context, model)
+        data, restraints = {}, {}
+        for name, term in terms.items():
+            copy = type(term)(term.options)
+            copy.setup(sub_context)
+            (data if term.role == "target" else restraints)[name] = (copy, current[name])
+        return Segment(model, data, restraints)
+
+
+class Segment:
+    """One segment with private term copies: trial refinements over a weight ladder."""
+
+    def __init__(self, model: AtomModel, data: dict, restraints: dict):
+        self.model = model
+        self.start = model.xyz.copy()
+        self.data = list(data.values())
+        self.restraints = list(restraints.values())
+
+    def _sum(self, parts, want_grad: bool) -> tuple[float, np.ndarray]:
+        value, grad = 0.0, np.zeros_like(self.model.xyz)
+        for term, weight in parts:
+            res = term.evaluate(self.model, want_grad=want_grad)
+            value += weight * res.value
+            if want_grad and res.gradient is not None and res.gradient.xyz is not None:
+                grad += weight * res.gradient.xyz
+        return value, grad
+
+    def _set(self, xyz: np.ndarray) -> None:
+        self.model.xyz = np.ascontiguousarray(xyz.reshape(-1, 3))
+        self.model.mark_changed()
+
+    def reference_weight(self) -> float:
+        """‖∇R‖/‖∇D‖ at the starting coordinates (the ladder's centre)."""
+        self._set(self.start)
+        _, gd = self._sum(self.data, True)
+        _, gr = self._sum(self.restraints, True)
+        return float(np.linalg.norm(gr) / max(np.linalg.norm(gd), 1e-300))
+
+    def trial(self, factor: float, max_iter: int) -> tuple[float, float, float]:
+        """Refine xyz from the start with data weights × factor; (fit per atom, bond rmsd Å, angle rmsd °)."""
+        data = [(t, w * factor) for t, w in self.data]
+
+        def fun(x):
+            self._set(x)
+            vd, gd = self._sum(data, True)
+            vr, gr = self._sum(self.restraints, True)
+            return vd + vr, (gd + gr).ravel()
+
+        res = scipy.optimize.minimize(fun, self.start.ravel(), jac=True, method="L-BFGS-B",
+                                      options={"maxiter": max_iter})
+        self._set(res.x)
+        fit = self._sum(self.data, False)[0] / self.model.n_atoms
+        bonds = angles = 0.0
+        for term, _ in self.restraints:
+            stats = term.statistics(self.model)
+            bonds = max(bonds, float(stats.get("rmsd_bonds", 0.0)))
+            angles = max(angles, float(stats.get("rmsd_angles", 0.0)))
+        self._set(self.start)
+        return fit, bonds, angles
+
+    def choose(self, w_ref: float, o: RsrSearchOptions) -> float:
+        """The ladder weight with the best fit among those with acceptable geometry (NaN: none).
+
+        Ladder: w_k = w_ref·10^(−span + k·δ), δ = 2·span/(n_weights − 1).
+        Geometry worsens monotonically as w grows, so the acceptable weights
+        are the rungs below a threshold: the threshold is found by bisection
+        over the rungs (extending the ladder by up to its own length above or
+        below when every / no rung is acceptable), about log2(n_weights) + 2
+        trials per segment.  The best fit among the acceptable rungs tried
+        is returned.
+        """
+        n, step = o.n_weights, 2.0 * o.span / (o.n_weights - 1)
+        tried: dict[int, tuple[float, bool]] = {}
+
+        def ok(k: int) -> bool:
+            if k not in tried:
+                fit, bonds, angles = self.trial(w_ref * 10 ** (-o.span + k * step), o.max_iter)
+                tried[k] = (fit, bonds <= o.bond_rmsd_max and angles <= o.angle_rmsd_max)
+            return tried[k][1]
+
+        lo, hi = 0, n - 1  # invariant once bracketed: ok(lo) and not ok(hi)
+        if not ok(lo):
+            lo = next((k for k in range(-1, -n, -1) if ok(k)), None)
+            if lo is None:
+                return float("nan")
+            hi = lo + 1
+        elif ok(hi):
+            hi = next((k for k in range(n, 2 * n - 1) if not ok(k)), None)
+            if hi is None:
+                lo = 2 * n - 2
+                hi = lo + 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+        best = min((fit, k) for k, (fit, good) in tried.items() if good)[1]
+        return float(w_ref * 10 ** (-o.span + best * step))
