@@ -53,6 +53,8 @@ class DataSection:
     by its σ, else an intensity column followed by its σ).  Resolution limits
     in Å.  ``prepare`` names data preparers run once after reading;
     ``prepare_options`` maps a preparer name to its options table.
+    ``resolution`` (Å) is the resolution of a map for real-space jobs
+    (``--resolution`` on the command line takes precedence).
     ``free_convention``: "auto", "ccp4" (0 = test set), "phenix"
     (1 = test set) or "mmcif" (status 'f'); see
     :func:`refinekit.plugin_api.numerics.reflections.interpret_free_flags`.
@@ -68,6 +70,7 @@ class DataSection:
     d_max: float | None = None
     prepare: list[str] = field(default_factory=list)
     prepare_options: dict = field(default_factory=dict)
+    resolution: float | None = None
 
 
 @dataclass

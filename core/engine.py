@@ -159,6 +159,9 @@ class Run:
     # ------------------------------------------------------------ reflections
     def _observed(self) -> np.ndarray:
         data = self.data
+        if not isinstance(data, ReflectionData):
+            raise ConfigError("a reciprocal-space term or scaler needs reflection data, but the "
+                              "data are a map; use a real-space preset (e.g. cryo-em)", "terms")
         values = data.f_obs if data.f_obs is not None else data.i_obs
         if values is None:
             raise ConfigError("the data have neither amplitudes nor intensities", "data")

@@ -66,7 +66,7 @@ def rsr(registry, raw: dict, model_path: str, map_path: str, resolution: float |
     _refuse_overwrite([model_path, map_path], out)
     log = RunLog(echo)
     model = read_model(registry, model_path)
-    m = read_map(registry, map_path, resolution)
+    m = read_map(registry, map_path, resolution if resolution is not None else config.data.resolution)
     note = check_model_against_map(model, m)
     if note:
         log(note)

@@ -89,3 +89,16 @@ def test_every_registered_component_meets_the_contract(registry):
         assert issubclass(cls, BASES[kind])
         check_component_class(cls)
         check_options(cls)
+
+
+def test_validate_command(tmp_path, capsys):
+    from refinekit.cli import main
+
+    good = tmp_path / "good.toml"
+    good.write_text('preset = "rigid-then-xyzb"\n[terms.ls]\nweight = 2.0\n')
+    assert main(["validate", str(good)]) == 0
+    assert "valid (preset 'rigid-then-xyzb', 2 stage(s))" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[stages]]\nsteps = [{ step = "minimize", parameters = ["xyz"], max_iters = 3 }]\n')
+    assert main(["validate", str(bad)]) == 2
+    assert "stages[0].steps[0].max_iters" in capsys.readouterr().err

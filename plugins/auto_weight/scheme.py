@@ -7,25 +7,19 @@ of REFMAC5's and phenix.refine's automatic weighting (Afonine et al. 2011,
 Acta Cryst D67, 674: choose the weight that keeps geometry within
 targets).
 
-Initial factor (``start = 0``, the default): from the ratio of the mean
-diagonal curvatures of the two terms with respect to atomic coordinates,
+Initial factor (``start = 0``, the default): Brünger's gradient-ratio
+rule (Brünger, Karplus & Petsko 1989, Acta Cryst A45, 50; Adams et al.
+1997, PNAS 94, 5018) with the geometry gradient taken at its expected size
+for restraints met with r.m.s. Z = 1 rather than at the input model (a
+distorted start would otherwise inflate it):
 
-    w₀ = ``curvature_ratio`` · ⟨∂²T_geom/∂x²⟩ / ⟨∂²T_data/∂x²⟩,
+    w₀ = ``gradient_ratio`` · √(2·⟨∂²T_geom/∂x²⟩) / rms(∂T_data/∂x),
 
-the curvature counterpart of Brünger's gradient-ratio weight (Brünger,
-Karplus & Petsko 1989, Acta Cryst A45, 50; Adams et al. 1997, PNAS 94,
-5018).  The geometry curvature is the term's Gauss–Newton diagonal
-(``evaluate(want_curv=True)``).  For a reciprocal-space target (an
-``FTarget``) the data curvature is the expected (Fisher) information per
-reflection c_h (∂²T/∂A_h², from ``target_f(want_curv=True)``) carried to the
-coordinates with the random-phase estimate of |∂F_h/∂x|² (Å⁻²):
-
-    ⟨∂²T/∂x²⟩ ≈ Σ_h c_h k_h² n_ops (2π)² s_h²/3 ⟨occ² f_j(s_h)² exp(−B_j s_h²/2)⟩_j,
-
-s_h = 1/d_h (Å⁻¹), n_ops the number of symmetry operations, k_h the
-overall scale; cross terms between symmetry copies average out.  For other
-data terms the factor starts at ``fallback_start``.  A positive ``start``
-overrides the estimate.
+where ⟨∂²T_geom/∂x²⟩ is the mean Gauss–Newton diagonal of the geometry term
+(``evaluate(want_curv=True)``; for T = Σ z², ∂T/∂x = 2 z ∂z/∂x and the
+curvature is 2 Σ (∂z/∂x)², so |∂T/∂x| at |z| = 1 is √(2·curvature)) and the
+data gradient is taken at the input model after the initial scaling, over
+all atoms and axes.  A positive ``start`` overrides the estimate.
 
 Rule, before each minimisation that includes a term reporting
 ``rmsd_bonds``: after the first minimisation with the current w left bond
@@ -47,19 +41,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refinekit.plugin_api import FTarget, WeightScheme
-
-#: shells of s² in which the atoms' scattering power is averaged for the curvature estimate
-_CURVATURE_SHELLS = 40
-
+from refinekit.plugin_api import ConfigError, WeightScheme
 
 @dataclass
 class AutoWeightOptions:
     """Target range of bond rmsd (Å), the starting factor and its adaptation.
 
-    ``start``: initial factor (0 = estimate from curvatures);
-    ``curvature_ratio``: wanted data/geometry curvature ratio of that estimate;
-    ``fallback_start``: initial factor when the estimate is impossible;
+    ``start``: initial factor (0 = gradient-ratio estimate);
+    ``gradient_ratio``: wanted ratio of rms data force to expected rms
+    restraint force in that estimate;
     ``response``: assumed exponent p of bond rmsd ∝ w^p; ``adp_scale``:
     data-weight factor of minimisations without geometry, relative to w
     (0 = leave them alone); ``max_change``:
@@ -69,8 +59,7 @@ class AutoWeightOptions:
     bond_rmsd_min: float = 0.010
     bond_rmsd_max: float = 0.020
     start: float = 0.0
-    curvature_ratio: float = 0.5
-    fallback_start: float = 0.5
+    gradient_ratio: float = 0.6
     response: float = 0.7
     adp_scale: float = 1.0
     max_change: float = 3.0
@@ -82,11 +71,10 @@ class AutoWeightOptions:
             raise ValueError("need 0 < bond_rmsd_min < bond_rmsd_max (Å)")
         if self.adp_scale < 0:
             raise ValueError("adp_scale must be ≥ 0")
-        if self.start < 0 or self.curvature_ratio <= 0 or self.response <= 0 or self.max_change <= 1:
-            raise ValueError("need start ≥ 0, curvature_ratio > 0, response > 0 and max_change > 1")
-        for value in (self.start or self.fallback_start, self.fallback_start):
-            if not 0 < self.min_factor <= value <= self.max_factor:
-                raise ValueError("need 0 < min_factor ≤ start, fallback_start ≤ max_factor")
+        if self.start < 0 or self.gradient_ratio <= 0 or self.response <= 0 or self.max_change <= 1:
+            raise ValueError("need start ≥ 0, gradient_ratio > 0, response > 0 and max_change > 1")
+        if not 0 < self.min_factor <= (self.start or self.min_factor) <= self.max_factor:
+            raise ValueError("need 0 < min_factor ≤ start ≤ max_factor")
 
 
 class AutoWeight(WeightScheme):
@@ -141,19 +129,25 @@ class AutoWeight(WeightScheme):
         return None
 
     def _initial(self, context, data: dict, current: dict[str, float], restraints) -> float:
-        """Curvature-ratio estimate of the first factor (see the module docstring)."""
+        """Gradient-ratio estimate of the first factor (see the module docstring)."""
         o = self.options
         model = context.model
-        geom = sum(float(np.mean(t.evaluate(model, want_grad=False, want_curv=True).curvature.xyz))
+        curv = sum(float(np.mean(t.evaluate(model, want_grad=False, want_curv=True).curvature.xyz))
                    for t in restraints if "rmsd_bonds" in t.statistics(model))
-        if not all(isinstance(t, FTarget) for t in data.values()) or geom <= 0:
-            return o.fallback_start
-        curv = sum(current[n] * data_curvature_xyz(context, t) for n, t in data.items())
-        if not np.isfinite(curv) or curv <= 0:
-            return o.fallback_start
-        factor = float(np.clip(o.curvature_ratio * geom / curv, o.min_factor, o.max_factor))
-        context.log(f"auto weight: mean xyz curvature geometry {geom:.4g}, data {curv:.4g} "
-                    f"(per Å²) -> initial factor {factor:.4g}")
+        force = np.zeros((model.n_atoms, 3))
+        for name, term in data.items():
+            grad = term.evaluate(model, want_grad=True).gradient
+            if grad is not None and grad.xyz is not None:
+                force += current[name] * grad.xyz
+        data_rms = float(np.sqrt(np.mean(force ** 2)))
+        if not (curv > 0 and data_rms > 0 and np.isfinite(data_rms)):
+            raise ConfigError("cannot estimate the initial data weight factor (no coordinate gradient "
+                              "from the data or no geometry curvature); set a positive start",
+                              "weights.options.start")
+        restraint_rms = float(np.sqrt(2.0 * curv))
+        factor = float(np.clip(o.gradient_ratio * restraint_rms / data_rms, o.min_factor, o.max_factor))
+        context.log(f"auto weight: rms data force {data_rms:.4g}, expected rms restraint force "
+                    f"{restraint_rms:.4g} -> initial factor {factor:.4g}")
         return factor
 
     def _adapted(self, rmsd: float) -> float:
@@ -165,25 +159,3 @@ class AutoWeight(WeightScheme):
             factor *= float(np.clip(change, 1.0 / o.max_change, o.max_change))
         return float(np.clip(factor, o.min_factor, o.max_factor))
 
-
-def data_curvature_xyz(context, term: FTarget) -> float:
-    """Mean expected ∂²T/∂x² (per Å², over atoms and axes) of a reciprocal-space target.
-
-    Fisher information per reflection from ``target_f`` times the
-    random-phase average of |∂F_h/∂x_j|² (see the module docstring).
-    """
-    model = context.model
-    _, fm = term.fmodel(model)
-    c_h = np.asarray(term.target_f(fm, False, True).curvature, dtype=np.float64)
-    refl = term.reflections
-    s2 = 1.0 / np.asarray(refl.d, dtype=np.float64) ** 2
-    per_refl = c_h * np.asarray(term.k_total, dtype=np.float64) ** 2 * s2
-    edges = np.quantile(s2, np.linspace(0.0, 1.0, _CURVATURE_SHELLS + 1))
-    shell = np.clip(np.searchsorted(edges, s2, side="right") - 1, 0, _CURVATURE_SHELLS - 1)
-    centres = np.array([s2[shell == k].mean() if np.any(shell == k) else 0.0
-                        for k in range(_CURVATURE_SHELLS)])
-    f = context.table.coefficients(model.element, model.charge).evaluate(centres)  # (N, shells)
-    power = np.mean((model.occ[:, None] * f) ** 2 * np.exp(-0.5 * model.b_iso[:, None] * centres),
-                    axis=0)
-    n_ops = len(model.spacegroup.operations())
-    return float(n_ops * (2 * np.pi) ** 2 / 3.0 * np.sum(per_refl * power[shell]))

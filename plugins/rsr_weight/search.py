@@ -35,11 +35,12 @@ class RsrSearchOptions:
 
     segment_length: residues per segment; n_segments: segments tried
     (fewer when the model is small); n_weights / span: ladder of n_weights
-    weights w_ref·10^t, t evenly in [−span, +span] (decades), extended when needed; max_iter:
-    L-BFGS iterations per trial; outlier_mad: segment weights
-    whose log10 differs from the median by more than outlier_mad × 1.4826 ×
-    MAD are dropped; seed: random seed (segments); every: search
-    again every this many cycles (0: once, at the first minimisation).
+    weights w_ref·10^t, t evenly in [−span, +span] decades (extended by up
+    to its own length when needed); max_iter: L-BFGS-B iterations per
+    trial; outlier_mad: segment weights whose log10 differs from the median
+    by more than outlier_mad × max(1.4826 × MAD, one ladder step) are dropped; seed: random seed
+    for the choice of segments; every: search again every this many cycles
+    (0: once, at the first minimisation that needs it).
     """
 
     segment_length: int = 5
@@ -128,16 +129,17 @@ def segment_model(st: gemmi.Structure, ci: int, ri: int, length: int) -> AtomMod
     return AtomModel.from_structure(sub)
 
 
-def robust_mean_log(weights: np.ndarray, cutoff: float) -> tuple[float, np.ndarray]:
+def robust_mean_log(weights: np.ndarray, cutoff: float, floor: float = 0.0) -> tuple[float, np.ndarray]:
     """Geometric mean of ``weights`` after dropping log10 outliers; returns (mean, kept mask).
 
-    Outlier: |log10 w − median| > cutoff × 1.4826 × MAD (MAD of log10 w);
-    when MAD is 0 only values equal to the median are kept.
+    Outlier: |log10 w − median| > cutoff × max(1.4826 × MAD, floor), MAD of
+    log10 w; ``floor`` (decades, e.g. one ladder step) keeps a spread of one
+    rung from counting as an outlier when most segments agree exactly.
     """
     x = np.log10(weights)
     med = float(np.median(x))
-    mad = 1.4826 * float(np.median(np.abs(x - med)))
-    keep = np.abs(x - med) <= cutoff * mad + 1e-12
+    scale = max(1.4826 * float(np.median(np.abs(x - med))), floor)
+    keep = np.abs(x - med) <= cutoff * scale + 1e-12
     return float(10 ** x[keep].mean()), keep
 
 
@@ -200,16 +202,18 @@ class RsrWeightSearch(WeightScheme):
         chosen = np.array([s.choose(w_ref, o) for s in segments])
         valid = np.isfinite(chosen)
         if not valid.any():
-            factor, kept = w_ref * 10 ** (-2 * o.span), valid
-            note = "no segment kept acceptable geometry at any weight; using the smallest"
+            factor, kept = w_ref * 10 ** (-3 * o.span), valid
+            note = "no segment kept acceptable geometry at any weight; using the smallest tried"
         else:
-            factor, kept_valid = robust_mean_log(chosen[valid], o.outlier_mad)
+            step = 2.0 * o.span / (o.n_weights - 1)
+            factor, kept_valid = robust_mean_log(chosen[valid], o.outlier_mad, step)
             kept = np.zeros_like(valid)
             kept[np.flatnonzero(valid)[kept_valid]] = True
             note = ""
         seconds = time.perf_counter() - start
         self.report = {"weight_factor": factor, "w_ref": w_ref, "segments": len(segments),
-                       "kept": int(kept.sum()), "segment_weights": chosen.tolist(),
+                       "kept": int(kept.sum()),
+                       "segment_weights": [float(w) if np.isfinite(w) else None for w in chosen],
                        "seconds": seconds}
         context.log(f"rsr weight search: {len(segments)} segments of {o.segment_length} residues, "
                     f"{kept.sum()} kept, data weight factor {factor:.4g} "
