@@ -97,10 +97,10 @@ def run_servalcat(model: Path, mtz: Path, cycles: int, workdir: Path) -> dict | 
 
 
 def _servalcat_rmsd(geom: dict, label: str) -> float:
-    """r.m.s.d. of one restraint type from servalcat's geometry summary table."""
+    """r.m.s.d. of one restraint type from servalcat's geometry summary ({column: {type: value}})."""
     try:
-        return float(geom["r.m.s.d."][geom["Restraint type"].index(label)])
-    except (KeyError, ValueError, TypeError, IndexError):
+        return float(geom["r.m.s.d."][label])
+    except (KeyError, TypeError, ValueError):
         return float("nan")
 
 
