@@ -11,7 +11,10 @@ warm-up, all in this one run — of
 * cctbx (when importable, e.g. ``pip install cctbx-base``): FFT structure
   factors from an xray.structure (IT92 table) for the same Miller indices.
 
-Accuracy against the exact ``direct`` engine is printed for 1l2h (Σ|ΔF|/Σ|F|, worst shell).
+Accuracy against the exact ``direct`` engine is printed for 1l2h (Σ|ΔF|/Σ|F|, worst shell)
+with ``--accuracy``.  The first call of a fresh process (numba cache loading, FFT planning)
+is printed separately; FFT plans come from FFTW wisdom when
+``REFINEKIT_FFTW_MEASURE=1`` stored some earlier (see plugin_api/numerics/fft.py).
 """
 
 from __future__ import annotations
@@ -32,15 +35,20 @@ CASES = {
 }
 
 
-def best_time(fn, repeats: int) -> float:
-    """Minimum wall time (s) of ``repeats`` calls after one warm-up call."""
+def best_time(fn, repeats: int) -> tuple[float, float]:
+    """Minimum wall time and minimum process CPU time (s, all threads) of ``repeats`` calls after a warm-up.
+
+    On a busy machine wall times of multi-threaded code suffer most; CPU time
+    (the sum over threads) is the conservative figure for it.
+    """
     fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus)
 
 
 def gemmi_runner(st, d_min: float):
@@ -59,7 +67,7 @@ def gemmi_runner(st, d_min: float):
     return run
 
 
-def cctbx_time(model_path: Path, hkl: np.ndarray, repeats: int) -> float | None:
+def cctbx_time(model_path: Path, hkl: np.ndarray, repeats: int) -> tuple[float, float] | None:
     """Best time of cctbx FFT structure factors, measured in a separate process.
 
     cctbx's boost-python extensions cannot share a process with gemmi's and
@@ -72,11 +80,12 @@ def cctbx_time(model_path: Path, hkl: np.ndarray, repeats: int) -> float | None:
                                "--repeats", str(repeats)], capture_output=True, text=True)
     if proc.returncode != 0 or not proc.stdout.strip():
         return None
-    return float(proc.stdout.split()[-1])
+    wall, cpu = proc.stdout.split()[-2:]
+    return float(wall), float(cpu)
 
 
 def cctbx_worker(model_path: str, hkl_file: str, repeats: int) -> None:
-    """Print the best time (s) of cctbx FFT structure factors (IT92) for these indices."""
+    """Print the best wall and CPU times (s) of cctbx FFT structure factors (IT92) for these indices."""
     import iotbx.pdb
     from cctbx import miller
     from cctbx.array_family import flex
@@ -89,7 +98,15 @@ def cctbx_worker(model_path: str, hkl_file: str, repeats: int) -> None:
 
     def run():
         return mset.structure_factors_from_scatterers(xray_structure=xrs, algorithm="fft").f_calc()
-    print(best_time(run, repeats))
+    print(*best_time(run, repeats))
+
+
+def fmt(t: tuple[float, float]) -> str:
+    return f"{t[0] * 1e3:8.1f} / {t[1] * 1e3:8.1f}"
+
+
+def ratio(a: tuple[float, float], b: tuple[float, float]) -> str:
+    return f"{a[0] / b[0]:.2f}/{a[1] / b[1]:.2f}"
 
 
 def shell_error(model, hkl: np.ndarray, fa: np.ndarray, fb: np.ndarray) -> float:
@@ -144,14 +161,16 @@ def main() -> None:
         t_cctbx = cctbx_time(model_path, hkl, args.repeats)
         geo = eng._geometry
         print(f"{name}: {model.n_atoms} atoms, {len(hkl)} reflections, d_min {d_min:.2f} Å, "
-              f"grid {geo.shape}, B_add {eng._b_add(model, geo):.0f} Å², first call {first:.2f} s")
-        print(f"  refinekit fft calc          {t_calc * 1e3:8.1f} ms")
-        print(f"  refinekit fft calc+gradient {t_both * 1e3:8.1f} ms")
-        print(f"  gemmi DensityCalculatorX    {t_gemmi * 1e3:8.1f} ms   "
-              f"ratios: calc/gemmi {t_calc / t_gemmi:.2f}, calc+grad/gemmi {t_both / t_gemmi:.2f}")
+              f"grid {geo.shape}, B_add {eng._b_add(model, geo):.0f} Å², first call {first:.2f} s "
+              f"(FFT planning {geo.plan_seconds:.2f} s)")
+        print(f"  times in ms, wall / CPU (CPU = sum over threads; ours uses {args.threads} threads)")
+        print(f"  refinekit fft calc           {fmt(t_calc)}")
+        print(f"  refinekit fft calc+gradient  {fmt(t_both)}")
+        print(f"  gemmi DensityCalculatorX     {fmt(t_gemmi)}   ratios wall/CPU: "
+              f"calc/gemmi {ratio(t_calc, t_gemmi)}, calc+grad/gemmi {ratio(t_both, t_gemmi)}")
         if t_cctbx is not None:
-            print(f"  cctbx fft structure factors {t_cctbx * 1e3:8.1f} ms   "
-                  f"ratios: calc/cctbx {t_calc / t_cctbx:.2f}, calc+grad/cctbx {t_both / t_cctbx:.2f}")
+            print(f"  cctbx fft structure factors  {fmt(t_cctbx)}   ratios wall/CPU: "
+                  f"calc/cctbx {ratio(t_calc, t_cctbx)}, calc+grad/cctbx {ratio(t_both, t_cctbx)}")
         else:
             print("  cctbx not available (pip install cctbx-base to compare)")
         if args.accuracy and name == "1l2h":

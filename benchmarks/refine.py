@@ -6,22 +6,23 @@ For each case (deposited models in ../shared/data) this runs, one after the
 other in this one process tree (never two refinements at once):
 
 * ``refinekit refine MODEL DATA --preset xray --cycles N`` in a subprocess
-  (4iid gets a config file pointing geometry and ADP restraints at
-  ../shared/monlib for its glycans);
+  (4iid runs with REFINEKIT_MONLIB=../shared/monlib for its glycans);
 * when ``servalcat`` is on PATH (benchmark-only: ``pip install servalcat``),
   ``servalcat refine_xtal_norefmac --model M --hklin MTZ -s xray --ncycle N
   --monlib ../shared/monlib``;
 
 and prints the wall time, R-work, R-free (start → end) and bond/angle rmsd of
 both, plus our FFT Fcalc and Fcalc+gradient time beside gemmi's Fcalc
-(functions of benchmarks/fcalc.py).  servalcat adds riding hydrogens;
-refinekit does not.  Reference figures: ../shared/bench/REFERENCE.md.
+(functions of benchmarks/fcalc.py).  Both add hydrogens at ideal positions
+(refinekit's xray preset: ``hydrogens`` preparer + ``place-hydrogens`` step).
+Reference figures: ../shared/bench/REFERENCE.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -49,20 +50,23 @@ def run_refinekit(name: str, model: Path, mtz: Path, cycles: int, workdir: Path)
     """Run refinekit in a subprocess; wall time and figures from its stats.json."""
     cmd = refinekit_command() + ["refine", str(model), str(mtz), "--preset", "xray",
                                  "--cycles", str(cycles), "-o", str(workdir / "out")]
-    if name in NEEDS_MONLIB:
-        config = workdir / "monlib.toml"
-        config.write_text(f'[terms.geometry.options]\nmonlib = "{MONLIB}"\n'
-                          f'[terms.adp.options]\nmonlib = "{MONLIB}"\n')
-        cmd += ["--config", str(config)]
+    env = dict(os.environ)
+    if name in NEEDS_MONLIB:  # every component reading dictionaries (geometry, hydrogens) sees it
+        env["REFINEKIT_MONLIB"] = str(MONLIB)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1:] or ["failed"], "wall": wall}
     stats = json.loads((workdir / "out" / "stats.json").read_text())
     start, final = stats["cycles"][0], stats["final"]
+    cycles = stats["cycles"][1:]
+    minimize = sum(v for c in cycles for k, v in c.items() if k.endswith("minimize_seconds"))
     return {"wall": wall, "r_work": final["r_work"], "r_free_start": start["r_free"],
-            "r_free": final["r_free"], "bonds": final["rmsd_bonds"], "angles": final["rmsd_angles"]}
+            "r_free": final["r_free"], "bonds": final["rmsd_bonds"], "angles": final["rmsd_angles"],
+            "cycles_seconds": sum(c["seconds"] for c in cycles), "minimize_seconds": minimize,
+            "start_seconds": start["seconds"],
+            "evaluations": sum(v for c in cycles for k, v in c.items() if k.endswith("n_evaluations"))}
 
 
 def run_servalcat(model: Path, mtz: Path, cycles: int, workdir: Path) -> dict | None:
@@ -137,6 +141,11 @@ def show(label: str, res: dict | None) -> None:
         print(f"  {label:10s} wall {res['wall']:7.1f} s  R-work {res['r_work']:.4f}  "
               f"R-free {res['r_free_start']:.4f} -> {res['r_free']:.4f}  "
               f"bonds {res['bonds']:.4f} Å  angles {res['angles']:.2f}°")
+        if "cycles_seconds" in res:
+            rest = res["wall"] - res["cycles_seconds"] - res["start_seconds"]
+            print(f"  {'':10s} start (scale + statistics) {res['start_seconds']:.1f} s, cycles "
+                  f"{res['cycles_seconds']:.1f} s (minimisations {res['minimize_seconds']:.1f} s, "
+                  f"{res['evaluations']} target evaluations), reading/imports/writing {rest:.1f} s")
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ Sub-commands (a stable contract other tools script against):
 
 * ``refinekit plugins`` — the discovered plugins and their components;
 * ``refinekit fcalc MODEL --d-min D [--engine fft|direct] -o OUT.mtz``;
-* ``refinekit refine MODEL DATA [--config F.toml] [--cycles N] -o OUTDIR``;
-* ``refinekit rsr MODEL MAP --resolution D [--config F.toml] [--cycles N] -o OUTDIR``
+* ``refinekit refine MODEL DATA [--config F.toml] [--cycles N] [--ligand F.cif ...] -o OUTDIR``;
+* ``refinekit rsr MODEL MAP --resolution D [--config F.toml] [--cycles N] [--ligand F.cif ...] -o OUTDIR``
   — real-space refinement against a density map (default preset ``cryo-em``);
 * ``refinekit demo [-o OUTDIR]`` — refine the embedded example;
 * ``refinekit validate CONFIG.toml`` — check a config without running.
@@ -74,6 +74,9 @@ def build_parser(registry) -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config (see docs/config.md)")
     p.add_argument("--preset", help="preset name (overrides the config's)")
     p.add_argument("--cycles", type=int, help="macro-cycles per stage")
+    p.add_argument("--ligand", action="append", default=[], metavar="FILE.cif",
+                   help="extra restraint dictionary (repeatable); added to every term "
+                        "with a 'ligands' option, e.g. geometry")
     p.add_argument("-o", "--output", required=True, help="output directory")
 
     p = sub.add_parser("rsr", help="real-space refinement against a density map (CCP4/MRC)")
@@ -83,6 +86,8 @@ def build_parser(registry) -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config (see docs/config.md)")
     p.add_argument("--preset", help="preset name (default cryo-em)")
     p.add_argument("--cycles", type=int, help="macro-cycles per stage")
+    p.add_argument("--ligand", action="append", default=[], metavar="FILE.cif",
+                   help="extra restraint dictionary (repeatable), as for refine")
     p.add_argument("-o", "--output", required=True, help="output directory")
 
     p = sub.add_parser("demo", help="refine the embedded example (no network, no ../shared)")
@@ -183,7 +188,7 @@ def cmd_refine(args, registry, raw) -> int:
     from .runner import refine
 
     summary = refine(registry, raw, args.model, args.data, args.output,
-                     preset=args.preset, cycles=args.cycles)
+                     preset=args.preset, cycles=args.cycles, ligands=args.ligand)
     _print_summary(summary, args.output)
     return 0
 
@@ -193,7 +198,7 @@ def cmd_rsr(args, registry, raw) -> int:
     from .rsr import rsr
 
     summary = rsr(registry, raw, args.model, args.map, args.resolution, args.output,
-                  preset=args.preset, cycles=args.cycles)
+                  preset=args.preset, cycles=args.cycles, ligands=args.ligand)
     start, final = summary["start"], summary["final"]
     geometry = "  ".join(f"{k}={final[k]:.4f}" for k in ("rmsd_bonds", "rmsd_angles") if k in final)
     print(f"CC_mask {start['cc_mask']:.4f} -> {final['cc_mask']:.4f}  "

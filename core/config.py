@@ -74,6 +74,16 @@ class DataSection:
 
 
 @dataclass
+class ModelSection:
+    """How to prepare the atomic model: ``prepare`` names model preparers run
+    once after reading (e.g. ``"hydrogens"``); ``prepare_options`` maps a
+    preparer name to its options table."""
+
+    prepare: list[str] = field(default_factory=list)
+    prepare_options: dict = field(default_factory=dict)
+
+
+@dataclass
 class FcalcSection:
     """Structure-factor engine and scattering table (component names).
 
@@ -149,6 +159,7 @@ class RunConfig:
     required_plugins: list[str] = field(default_factory=list)
     plugins: PluginsSection = field(default_factory=PluginsSection)
     data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
     fcalc: FcalcSection = field(default_factory=FcalcSection)
     optimizer: ChoiceSection = field(default_factory=lambda: ChoiceSection("lbfgs"))
     weights: ChoiceSection = field(default_factory=ChoiceSection)

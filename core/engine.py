@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from refinekit.plugin_api.components import (
-    FcalcEngine, Optimizer, Parameterization, Reporter, Scaler, ScatteringTable, Step,
+    DataTarget, FcalcEngine, Optimizer, Parameterization, Reporter, Scaler, ScatteringTable, Step,
     Term, WeightScheme,
 )
 from refinekit.plugin_api.errors import ConfigError
@@ -77,22 +77,77 @@ def create_components(registry, config: RunConfig) -> Components:
                       reporters, initial, stage_steps)
 
 
-#: _exptl.method of the model file → radiation of a scattering table
-METHOD_RADIATION = {"X-RAY DIFFRACTION": "xray", "NEUTRON DIFFRACTION": "neutron",
-                    "ELECTRON CRYSTALLOGRAPHY": "electron", "ELECTRON MICROSCOPY": "electron",
-                    "FIBER DIFFRACTION": "xray", "POWDER DIFFRACTION": "xray"}
-
-
 def choose_table(registry, model: AtomModel, log: Callable[[str], None]) -> str:
     """Name of the table whose radiation matches the model's experiment (default X-ray)."""
-    method = str(dict(model.structure.info).get("_exptl.method", "")).strip("'\" ").upper()
-    radiation = METHOD_RADIATION.get(method, "xray")
+    method = model.experiment_method
+    radiation = model.radiation or "xray"
     for name in registry.names("table"):
         if getattr(registry.spec("table", name).load(), "radiation", None) == radiation:
             log(f"scattering table: {name} (experiment method {method or 'not given'})")
             return name
     raise ConfigError(f"no installed scattering table for {radiation} data "
                       f"(experiment method {method!r}); set [fcalc] table", "fcalc.table")
+
+
+class FcalcMemo(FcalcEngine):
+    """An Fcalc engine that reuses F_calc for an atomic state it has already seen.
+
+    Scalers, the σA fit, statistics and the target all ask for F_calc of the
+    same model state between minimisations; the last ``size`` results are
+    kept and returned (as copies) when the Miller indices and every atomic
+    array entering F_calc (xyz, B, U, occupancy, elements, cell) are equal by
+    value, so a component that forgets ``mark_changed`` still gets fresh
+    values.  ``gradient`` and any other attribute go to the wrapped engine.
+    """
+
+    def __init__(self, engine: FcalcEngine, size: int = 3):
+        self.engine = engine
+        self.name, self.options = engine.name, engine.options
+        self.size = size
+        self._store: list[tuple[np.ndarray, tuple, np.ndarray]] = []
+        self.hits = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["engine"], name)
+
+    @property
+    def table(self) -> ScatteringTable | None:  # type: ignore[override]
+        return self.engine.table
+
+    def setup(self, context) -> None:
+        self._store.clear()
+        self.engine.setup(context)
+
+    def use_table(self, table: ScatteringTable) -> None:
+        self._store.clear()
+        self.engine.use_table(table)
+
+    @staticmethod
+    def _state(model: AtomModel) -> tuple:
+        return (id(model), tuple(model.cell.parameters), model.spacegroup.hall, model.xyz.copy(),
+                model.b_iso.copy(), model.occ.copy(), model.u_aniso.copy(), model.has_aniso.copy(),
+                np.array(model.element, copy=True), np.array(model.charge, copy=True))
+
+    @staticmethod
+    def _same(a: tuple, b: tuple) -> bool:
+        return a[:3] == b[:3] and all(x.shape == y.shape and np.array_equal(x, y)
+                                      for x, y in zip(a[3:], b[3:]))
+
+    def calc(self, model: AtomModel, hkl: np.ndarray) -> np.ndarray:
+        hkl = np.asarray(hkl)
+        state = self._state(model)
+        for i, (h, s, f) in enumerate(self._store):
+            if h.shape == hkl.shape and np.array_equal(h, hkl) and self._same(s, state):
+                self._store.insert(0, self._store.pop(i))
+                self.hits += 1
+                return f.copy()
+        f = self.engine.calc(model, hkl)
+        self._store.insert(0, (hkl.copy(), state, f.copy()))
+        del self._store[self.size:]
+        return f
+
+    def gradient(self, model: AtomModel, hkl: np.ndarray, dT_dF: np.ndarray) -> AtomGradient:
+        return self.engine.gradient(model, hkl, dT_dF)
 
 
 class Run:
@@ -124,7 +179,7 @@ class Run:
         self.weights = dict(parts.weights)  # as last used, for statistics
         self.parameterizations = parts.parameterizations
         self.scalers = parts.scalers
-        self._fcalc = parts.fcalc
+        self._fcalc = FcalcMemo(parts.fcalc)
         self._table = parts.table
         self.optimizer = parts.optimizer
         self.weight_scheme = parts.weight_scheme
@@ -241,7 +296,11 @@ class Run:
                 p.apply(x[sizes[k]:sizes[k + 1]], model)
             model.mark_changed()
 
+        last: dict[str, Any] = {}  # the latest point: the start value is not computed twice
+
         def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+            if "x" in last and np.array_equal(x, last["x"]):
+                return last["value"], last["grad"].copy()
             apply(x)
             total = 0.0
             grad = AtomGradient(model.n_atoms)
@@ -249,7 +308,9 @@ class Run:
                 res = term.evaluate(model, want_grad=True)
                 total += weights[n] * res.value
                 grad.add(res.gradient, weights[n])
-            return total, np.concatenate([p.pullback(grad, model) for p in params])
+            g = np.concatenate([p.pullback(grad, model) for p in params])
+            last.update(x=np.array(x, dtype=float), value=total, grad=g)
+            return total, g.copy()
 
         start = time.perf_counter()
         x_start = np.concatenate(x0)
@@ -282,6 +343,9 @@ class Run:
             term.setup(self)
             stats.update(term.statistics(self.model))
         stats["weights"] = dict(self.weights)
+        data_terms = [n for n, t in self.terms.items() if isinstance(t, DataTarget)]
+        if data_terms:  # the data weight relative to restraints (REFMAC's "weight")
+            stats["weight"] = self.weights.get(data_terms[0], 1.0)
         return stats
 
     def run(self) -> dict[str, Any]:

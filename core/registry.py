@@ -27,7 +27,7 @@ import pluggy
 
 from refinekit.plugin_api import API_VERSION, api_compatible, hookspecs
 from refinekit.plugin_api.components import (
-    Component, DataPreparer, FcalcEngine, Optimizer, Parameterization, Reader,
+    Component, DataPreparer, FcalcEngine, ModelPreparer, Optimizer, Parameterization, Reader,
     Reporter, Scaler, ScatteringTable, Step, Term, WeightScheme, Writer,
 )
 from refinekit.plugin_api.errors import PluginError
@@ -45,7 +45,7 @@ BASES: dict[str, type] = {
     "term": Term, "fcalc": FcalcEngine, "table": ScatteringTable,
     "parameterization": Parameterization, "scaler": Scaler, "optimizer": Optimizer,
     "weight": WeightScheme, "step": Step, "reporter": Reporter,
-    "preparer": DataPreparer, "reader": Reader, "writer": Writer,
+    "preparer": DataPreparer, "model-preparer": ModelPreparer, "reader": Reader, "writer": Writer,
 }
 
 

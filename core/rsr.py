@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from refinekit.plugin_api.errors import InputError
 from refinekit.plugin_api.model import MapData
@@ -29,7 +29,10 @@ from refinekit.plugin_api.numerics.maps import check_resolution, covers_cell, re
 
 from .engine import Run
 from .io import _component_for, check_readable, read_model, reconcile_cells
-from .runner import RunLog, _refuse_overwrite, _write_outputs, checkpointer, load_config
+from .runner import (
+    RunLog, _refuse_overwrite, _write_outputs, add_ligands, checkpointer, load_config,
+    prepare_model,
+)
 
 #: The real-space figures step run before and after refinement.
 METRICS_STEP = "rs-metrics"
@@ -59,9 +62,13 @@ def check_model_against_map(model, m: MapData) -> str | None:
 
 def rsr(registry, raw: dict, model_path: str, map_path: str, resolution: float | None,
         outdir: str, preset: str | None = None, cycles: int | None = None,
-        echo: bool = True) -> dict[str, Any]:
-    """Run a real-space refinement job and write its outputs; returns the summary dict."""
+        echo: bool = True, ligands: Sequence[str] = ()) -> dict[str, Any]:
+    """Run a real-space refinement job and write its outputs; returns the summary dict.
+
+    ``ligands``: extra restraint dictionaries (``--ligand``), see :func:`add_ligands`.
+    """
     config = load_config(registry, raw, preset, cycles, "cryo-em")
+    add_ligands(registry, config, ligands)
     out = Path(outdir)
     _refuse_overwrite([model_path, map_path], out)
     log = RunLog(echo)
@@ -70,6 +77,7 @@ def rsr(registry, raw: dict, model_path: str, map_path: str, resolution: float |
     note = check_model_against_map(model, m)
     if note:
         log(note)
+    model = prepare_model(registry, config, model, log)
     log(f"model {model_path}: {model.n_atoms} atoms; map {map_path}: {m.values.shape} of "
         f"{m.grid_shape} grid points, cell {m.cell.a:.2f} {m.cell.b:.2f} {m.cell.c:.2f} Å, "
         f"{m.spacegroup.hm}, d {m.resolution:g} Å")

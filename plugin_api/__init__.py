@@ -10,7 +10,7 @@ MINOR is not newer than the kernel's.
 from __future__ import annotations
 
 from .components import (
-    Component, Context, DataPreparer, DataTarget, FcalcEngine, FTarget, FTargetResult,
+    Component, Context, DataPreparer, DataTarget, ModelPreparer, FcalcEngine, FTarget, FTargetResult,
     GaussianCoefficients, NoOptions, Optimizer, OptimizerResult,
     Parameterization, Reader, Reporter, Restraint, Scaler, ScatteringTable,
     Step, Term, TermResult, WeightScheme, Writer,
@@ -41,6 +41,6 @@ __all__ = [
     "Component", "Context", "NoOptions", "Term", "TermResult", "DataTarget",
     "Restraint", "FTarget", "FTargetResult", "FcalcEngine",
     "GaussianCoefficients", "ScatteringTable", "Parameterization", "Scaler",
-    "Optimizer", "OptimizerResult", "WeightScheme", "Step", "Reporter", "DataPreparer",
+    "Optimizer", "OptimizerResult", "WeightScheme", "Step", "Reporter", "DataPreparer", "ModelPreparer",
     "Reader", "Writer",
 ]

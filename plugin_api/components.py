@@ -323,6 +323,21 @@ class DataPreparer(Component):
         """Return the transformed data and figures to report."""
 
 
+class ModelPreparer(Component):
+    """Transforms the atomic model once, before refinement (e.g. adds hydrogens).
+
+    Run by the kernel after reading the model, in the order the config lists
+    them (``[model] prepare = [...]``).  May return a new model with a
+    different number of atoms; nothing else has seen the model yet.
+    """
+
+    kind: ClassVar[str] = "model-preparer"
+
+    @abstractmethod
+    def prepare(self, model: AtomModel) -> tuple[AtomModel, dict[str, Any]]:
+        """Return the transformed model and figures to report."""
+
+
 class Reader(Component):
     """Reads one kind of object ('model', 'reflections' or 'map') from files."""
 

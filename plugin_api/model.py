@@ -20,6 +20,12 @@ import numpy as np
 from .errors import InputError
 
 
+#: _exptl.method of a model file → radiation of a scattering table
+METHOD_RADIATION = {"X-RAY DIFFRACTION": "xray", "NEUTRON DIFFRACTION": "neutron",
+                    "ELECTRON CRYSTALLOGRAPHY": "electron", "ELECTRON MICROSCOPY": "electron",
+                    "FIBER DIFFRACTION": "xray", "POWDER DIFFRACTION": "xray"}
+
+
 @dataclass
 class AtomModel:
     """The refinable atomic model: flat arrays over model 1 of a gemmi Structure.
@@ -90,6 +96,16 @@ class AtomModel:
         """Space group of the model (P 1 when the file names none)."""
         sg = self.structure.find_spacegroup()
         return sg if sg is not None else gemmi.SpaceGroup("P 1")
+
+    @property
+    def experiment_method(self) -> str:
+        """The file's experiment method (_exptl.method / EXPDTA), upper case; '' when absent."""
+        return str(dict(self.structure.info).get("_exptl.method", "")).strip("'\" ").upper()
+
+    @property
+    def radiation(self) -> str | None:
+        """'xray', 'neutron' or 'electron' from :attr:`experiment_method`; None when unknown."""
+        return METHOD_RADIATION.get(self.experiment_method)
 
     @property
     def is_hydrogen(self) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Protocol
 #: Component kinds a plugin may register, with the base class each must subclass.
 KINDS = (
     "term", "fcalc", "table", "parameterization", "scaler", "optimizer",
-    "weight", "step", "reporter", "preparer", "reader", "writer", "preset",
+    "weight", "step", "reporter", "preparer", "model-preparer", "reader", "writer", "preset",
 )
 
 

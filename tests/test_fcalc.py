@@ -262,3 +262,55 @@ def test_fft_gradient_matches_direct_gradient():
     for name in ("xyz", "b_iso", "occ", "u_aniso"):
         a, b = g_fft.get(name), g_dir.get(name)
         assert np.linalg.norm(a - b) <= 5e-3 * np.linalg.norm(b), name
+
+
+# --------------------------------------------------------------------------- kernels and FFT plans
+def test_separable_and_general_density_kernels_agree(l2h):
+    """Atoms with diagonal index-space forms use 1-D tables; the general per-term recurrence
+    (forced here by a negligible off-diagonal element) must give the same grid and moments."""
+    from refinekit.plugin_api.numerics import density
+    model, hkl = l2h
+    eng = engine(FftFcalc, threads=1)
+    eng.calc(model, hkl)
+    geo = eng._geometry
+    t = eng._terms(model, geo)
+    sub = np.arange(0, model.n_atoms, 7)
+    occ = model.occ[sub].astype(np.float64)
+    general = t.pq[sub].copy()
+    general[..., 3] = 1e-300  # P01 ≠ 0 takes the general path, without changing any value
+    order, slabs = np.arange(len(sub)), np.array([0, 0, len(sub)])
+    grids = []
+    for pq in (t.pq[sub], general):
+        assert density._is_diagonal(t.amp[sub[0]], pq[0]) == (pq is not general)
+        g = np.zeros(geo.shape)
+        density.spread(g, t.centres[sub], occ, t.amp[sub], t.logr[sub], t.shift[sub], pq, t.half[sub],
+                       order, slabs)
+        grids.append(g)
+    np.testing.assert_allclose(grids[0], grids[1], rtol=0, atol=1e-12 * np.abs(grids[1]).max())
+    d = np.random.default_rng(0).normal(size=geo.shape)
+    moments = [density.gather(d, t.centres[sub], occ, t.amp[sub], t.logr[sub], t.shift[sub], pq,
+                              t.wq[sub], t.half[sub], geo.m) for pq in (t.pq[sub], general)]
+    for a, b in zip(*moments):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-11 * np.abs(b).max())
+
+
+def test_fftw_wisdom_file_round_trip(tmp_path, monkeypatch):
+    """Wisdom is written atomically under $XDG_CACHE_HOME/refinekit and a damaged file is ignored."""
+    import json
+
+    import pyfftw
+
+    from refinekit.plugin_api.numerics import fft
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = fft.wisdom_path()
+    assert path.parent == tmp_path / "refinekit"
+    fft._save_wisdom()
+    parts = json.loads(path.read_text())
+    assert [p.encode() for p in parts] == list(pyfftw.export_wisdom())
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
+    path.write_text("{not json")
+    monkeypatch.setitem(fft._WISDOM_STATE, "loaded", False)
+    fft._load_wisdom()  # must not raise
+    plan = fft.RealFFT((8, 6, 10), threads=1)  # small grid: FFTW_ESTIMATE, no measuring
+    plan.real_in[...] = np.random.default_rng(1).normal(size=(8, 6, 10))
+    np.testing.assert_allclose(plan.forward(), np.fft.rfftn(plan.real_in), atol=1e-12)

@@ -12,6 +12,7 @@ from conftest import dataset
 from refinekit.plugin_api import AtomGradient, AtomModel, ConfigError
 from refinekit.plugin_api.testing import check_parameterization
 from refinekit.plugins.b_iso.param import BIsoOptions, BIsoParameters
+from refinekit.plugins.geometry.hydrogens import HydrogenOptions, Hydrogens
 from refinekit.plugins.rigid_body.param import RigidBody, RigidBodyOptions, rotation
 from refinekit.plugins.xyz.param import XyzOptions, XyzParameters
 
@@ -20,10 +21,16 @@ def models():
     small = AtomModel.from_structure(gemmi.read_structure(str(dataset("5e5z", "5e5z.pdb"))))
     st = gemmi.read_structure(str(dataset("1l2h", "1l2h.cif")))
     frag = AtomModel.from_structure(st)
-    return {"5e5z": small, "1l2h": frag}
+    return {"5e5z": small, "1l2h": frag, "1l2h+H": with_hydrogens(frag)}
 
 
-@pytest.fixture(scope="module", params=["5e5z", "1l2h"])
+def with_hydrogens(model: AtomModel) -> AtomModel:
+    preparer = Hydrogens(HydrogenOptions(monlib=str(dataset("..", "monlib"))))
+    out, _ = preparer.prepare(model)
+    return out
+
+
+@pytest.fixture(scope="module", params=["5e5z", "1l2h", "1l2h+H"])
 def model(request):
     return models()[request.param]
 
@@ -142,3 +149,26 @@ def test_origin_not_fixed_for_subsets_or_maps(model):
     param = XyzParameters(XyzOptions())
     param.setup(ctx(model))  # no reflection data (e.g. a map): the origin is absolute
     assert len(param.directions) == 0
+
+
+def test_riding_hydrogen_b_follows_parent():
+    model = models()["1l2h+H"]
+    h = model.is_hydrogen
+    assert h.sum() > 1000 and np.all(model.b_iso[h] > 0)
+    param = BIsoParameters(BIsoOptions())
+    param.setup(ctx(model))
+    assert len(param.initial(model)) == int((~h).sum())  # one B per heavy atom
+    assert set(param.riders) == set(np.flatnonzero(h))  # every H found its parent
+    p = param.initial(model) + 5.0
+    param.apply(p, model)
+    parent_of = dict(zip(param.riders, param.free[param.slot]))
+    for k in param.riders[:50]:
+        assert model.b_iso[k] == pytest.approx(model.b_iso[parent_of[k]])  # ratio 1 from the preparer
+    # pull-back: a unit gradient on one H lands on its parent
+    g = AtomGradient(model.n_atoms, b_iso=np.zeros(model.n_atoms))
+    g.b_iso[param.riders[0]] = 1.0
+    back = param.pullback(g, model)
+    assert back[param.slot[0]] == pytest.approx(1.0) and np.count_nonzero(back) == 1
+    off = BIsoParameters(BIsoOptions(riding_hydrogens=False))
+    off.setup(ctx(model))
+    assert len(off.initial(model)) == model.n_atoms

@@ -17,7 +17,7 @@ from refinekit.plugin_api import AtomModel, ConfigError, InputError, ReflectionD
 from refinekit.plugin_api.numerics import aniso, solvent_mask
 from refinekit.plugin_api.numerics.reflections import r_factors, resolution_bins
 from refinekit.plugins.aniso_scale.scaler import AnisoScaler
-from refinekit.plugins.bulk_solvent.scaler import BulkSolventScaler, fit_solvent
+from refinekit.plugins.bulk_solvent.scaler import BulkSolventOptions, BulkSolventScaler, fit_solvent
 
 
 # --------------------------------------------------------------------------- doubles
@@ -269,6 +269,28 @@ def test_fit_solvent_recovers_synthetic_parameters():
     assert abs(sol.k_scale - 1.7) < 1e-3 and abs(sol.b_overall - 6.0) < 0.05
     fixed = fit_solvent(f_obs, fc, fmask, k_aniso, s2, k_sol_range=(0.38, 0.38))
     assert abs(fixed.k_sol - 0.38) < 1e-8 and abs(fixed.b_sol - 55) < 0.5
+    # warm start (no grid) from a nearby point reaches the same optimum
+    warm = fit_solvent(f_obs, fc, fmask, k_aniso, s2, start=(0.30, 80.0))
+    assert abs(warm.k_sol - 0.38) < 1e-3 and abs(warm.b_sol - 55) < 0.5
+    assert abs(warm.k_scale - 1.7) < 1e-3 and abs(warm.b_overall - 6.0) < 0.05
+
+
+def test_second_fit_warm_starts_and_agrees_with_a_cold_fit():
+    """After the first fit the scaler starts from its previous (k_sol, B_sol); the result
+    equals a fit from the full grid (1l2h, deposited model)."""
+    model, data = load("1l2h")
+    warm_ctx, cold_ctx = FakeContext(model, data), FakeContext(model, data)
+    warm = BulkSolventScaler()
+    warm.fit(warm_ctx)
+    AnisoScaler().fit(warm_ctx)
+    second = warm.fit(warm_ctx)
+    assert warm._last is not None
+    cold = BulkSolventScaler(BulkSolventOptions(warm_start=False))
+    cold.fit(cold_ctx)
+    AnisoScaler().fit(cold_ctx)
+    ref = cold.fit(cold_ctx)
+    assert abs(second["k_sol"] - ref["k_sol"]) < 0.01 and abs(second["b_sol"] - ref["b_sol"]) < 2.0
+    assert abs(second["r_work"] - ref["r_work"]) < 1e-4
 
 
 @pytest.mark.parametrize("name", ["3nr7", "1exr", "1l2h"])

@@ -20,9 +20,14 @@ the exact derivatives of the spread grid (no boundary terms).
 Grids are indexed by integer (i, j, k) ↔ fractional (i/n₀, j/n₁, k/n₂).
 Offsets δ from an atom centre c = n∘(F x) are in grid-index units and
 Cartesian d = M δ with M = O diag(1/n) (O orthogonalisation matrix, Å).
-For δ along the fastest axis the exponent is quadratic, so rows are filled
-with the recurrence e_{t+1} = e_t r_t, r_{t+1} = r_t exp(-P₂₂) (two
-multiplications per grid point, no exp).
+When every term's index-space form P = Mᵀ U_k⁻¹ M is diagonal (isotropic
+atoms in orthogonal cells) the Gaussian is separable, e^{-Q} = e₀(δ₀)e₁(δ₁)e₂(δ₂):
+each term gets three 1-D tables and every row of its cut ellipsoid is one
+vectorised loop (one multiply-add per point; gathering allows re-association
+there so its sums vectorise).  Otherwise, for δ along the fastest axis the
+exponent is quadratic, so rows are filled with the recurrence
+e_{t+1} = e_t r_t, r_{t+1} = r_t exp(-P₂₂) (two multiplications per grid
+point, no exp).  Both give the same density to rounding.
 
 Parallel spreading fills slabs of the grid two apart at a time (no races).
 """
@@ -391,17 +396,236 @@ def _visit_term(grid, c, peak, weight, lr, p, half, shift, gather, acc):
         acc[10] += s212
 
 
+# --------------------------------------------------------------------------- separable atoms
+@numba.njit(cache=True, fastmath=False)
+def _gauss_table(out, t0, p, n):
+    """out[u] = exp(−½p(t0 + u)²) for u < n, by ratio recurrences outward from the peak.
+
+    Values only decrease away from the peak; those below 1e-250 are set to 0
+    (no denormals in the inner loops).  3 exponentials per table.
+    """
+    us = min(max(int(math.floor(0.5 - t0)), 0), n - 1)
+    t = t0 + us
+    v = math.exp(-0.5 * p * t * t)
+    out[us] = v
+    m = math.exp(-p)
+    for direction in (1, -1):
+        w = v
+        r = math.exp(-p * (direction * t + 0.5))  # v(t ± 1)/v(t)
+        u = us + direction
+        while 0 <= u < n:
+            w *= r
+            r *= m
+            if w < 1e-250:
+                w = 0.0
+                r = 0.0
+            out[u] = w
+            u += direction
+
+
+@numba.njit(cache=True, fastmath=False)
+def _term_range(table, n, cut):
+    """First and last index with table > cut (table unimodal), or (0, −1)."""
+    lo = 0
+    while lo < n and table[lo] <= cut:
+        lo += 1
+    hi = n - 1
+    while hi >= lo and table[hi] <= cut:
+        hi -= 1
+    return lo, hi
+
+
+@numba.njit(cache=True, fastmath=False, inline="always")
+def _spread_segment(row, gz, col0, u0, u1, scale, off, weight):
+    """row[col] += weight·max(0, scale·gz[u] − off), u0 ≤ u ≤ u1, col = col0 + u − u0 wrapping."""
+    n2 = row.shape[0]
+    u = u0
+    col = col0
+    while u <= u1:
+        seg = min(u1 - u + 1, n2 - col)
+        for q in range(seg):
+            row[numba.uint64(col + q)] += weight * max(scale * gz[numba.uint64(u + q)] - off, 0.0)
+        u += seg
+        col = 0
+
+
+@numba.njit(cache=True, fastmath=False, inline="always")
+def _gather_segment(row, gz, t1, t2, col0, u0, u1, scale):
+    """Σ D v, Σ D, Σ D v t, Σ D v t² over v = scale·gz[u], u0 ≤ u ≤ u1 (columns as above).
+
+    Inlined into :func:`_visit_separable`, whose re-association lets the
+    sums vectorise (the order is fixed by the loop bounds: reproducible).
+    """
+    n2 = row.shape[0]
+    r0 = 0.0
+    rd = 0.0
+    r1 = 0.0
+    r2 = 0.0
+    u = u0
+    col = col0
+    while u <= u1:
+        seg = min(u1 - u + 1, n2 - col)
+        for q in range(seg):
+            uq = numba.uint64(u + q)
+            dv = row[numba.uint64(col + q)]
+            w = dv * (scale * gz[uq])
+            rd += dv
+            r0 += w
+            r1 += w * t1[uq]
+            r2 += w * t2[uq]
+        u += seg
+        col = 0
+    return r0, rd, r1, r2
+
+
+@numba.njit(cache=True, fastmath=False)
+def _is_diagonal(amp, pq):
+    """True when every non-zero term's quadratic form is diagonal (separable along the grid axes)."""
+    for k in range(amp.shape[0]):
+        if amp[k] != 0.0 and (pq[k, 3] != 0.0 or pq[k, 4] != 0.0 or pq[k, 5] != 0.0):
+            return False
+    return True
+
+
+@numba.njit(cache=True, fastmath=False)
+def _workspace(n_terms, half):
+    """Scratch 1-D tables for :func:`_visit_separable` (boxes of any atom in ``half``)."""
+    n = 1
+    for j in range(half.shape[0]):
+        for k in range(half.shape[1]):
+            for r in range(3):
+                n = max(n, int(2.0 * half[j, k, r]) + 2)
+    return np.empty((3, n_terms, n)), np.empty((2, n))
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def _visit_separable(grid, c, occ, amp, shift, pq, half, gather, acc, ws):
+    """Spread all cut Gaussian terms of one atom with diagonal P_k, or gather their moments.
+
+    With P diagonal, e^{−Q} = ex(d₀)·ey(d₁)·ez(t) (t = k − c₂): three 1-D
+    tables per term (:func:`_gauss_table`, no exponential per point) and a
+    point is inside term k's cut ellipsoid iff ex·ey·ez > cut = shift/|A|,
+    on each row a run of columns around the peak of ez found by moving the
+    previous row's ends.  Each term visits only its own points; the row
+    loops vectorise.  Same density and moments as :func:`_visit_term` per term.
+    Gathering adds to acc[i] (i-th non-zero term) [Σ D v, Σ D, Σ D v δ (3),
+    Σ D v δδᵀ (00 11 22 01 02 12)] over the points with v > shift.
+    """
+    tables, tcol = ws
+    t1 = tcol[0]
+    t2 = tcol[1]
+    n0, n1, n2 = grid.shape
+    c0, c1, c2 = c[0], c[1], c[2]
+    box_lo = np.empty(3, dtype=np.int64)
+    box_n = np.empty(3, dtype=np.int64)
+    for r in range(3):
+        h = 0.0
+        for k in range(amp.shape[0]):
+            if amp[k] != 0.0:
+                h = max(h, half[k, r])
+        box_lo[r] = int(math.ceil(c[r] - h))
+        box_n[r] = int(math.floor(c[r] + h)) - box_lo[r] + 1
+    ni, nj, lw = box_n[0], box_n[1], box_n[2]
+    for u in range(lw):
+        t = box_lo[2] + u - c2
+        t1[u] = t
+        t2[u] = t * t
+    col0 = _wrap(box_lo[2], n2)
+    a = -1
+    for k in range(amp.shape[0]):
+        if amp[k] == 0.0:
+            continue
+        a += 1
+        peak = abs(amp[k])
+        off = shift[k]
+        cut = off / peak
+        weight = occ if amp[k] > 0.0 else -occ
+        ex = tables[0, a]
+        ey = tables[1, a]
+        ez = tables[2, a]
+        _gauss_table(ex, box_lo[0] - c0, pq[k, 0], ni)
+        _gauss_table(ey, box_lo[1] - c1, pq[k, 1], nj)
+        _gauss_table(ez, box_lo[2] - c2, pq[k, 2], lw)
+        i0, i1 = _term_range(ex, ni, cut)
+        j0, j1 = _term_range(ey, nj, cut)
+        u0, u1 = _term_range(ez, lw, cut)
+        if u1 < u0:
+            continue
+        us = min(max(int(math.floor(0.5 - (box_lo[2] - c2))), 0), lw - 1)  # peak of ez
+        lo = us
+        hi = us
+        s0 = sd = s10 = s11 = s12 = 0.0
+        s200 = s211 = s222 = s201 = s202 = s212 = 0.0
+        for ii in range(i0, i1 + 1):
+            e0 = ex[ii]
+            if e0 <= cut:
+                continue
+            plane = grid[_wrap(box_lo[0] + ii, n0)]
+            d0 = box_lo[0] + ii - c0
+            for jj in range(j0, j1 + 1):
+                e01 = e0 * ey[jj]
+                if e01 <= cut:
+                    continue
+                # this row's points: e01·ez > cut, a run [lo, hi] around the peak (moved from the last row's)
+                thr = cut / e01
+                if ez[us] <= thr:
+                    continue
+                while lo > u0 and ez[lo - 1] > thr:
+                    lo -= 1
+                while ez[lo] <= thr:
+                    lo += 1
+                while hi < u1 and ez[hi + 1] > thr:
+                    hi += 1
+                while ez[hi] <= thr:
+                    hi -= 1
+                row = plane[_wrap(box_lo[1] + jj, n1)]
+                col = _wrap(col0 + lo, n2)
+                if gather:
+                    d1 = box_lo[1] + jj - c1
+                    r0, rd, r1, r2 = _gather_segment(row, ez, t1, t2, col, lo, hi, peak * e01)
+                    sd += rd
+                    s0 += r0
+                    s10 += r0 * d0
+                    s11 += r0 * d1
+                    s12 += r1
+                    s200 += r0 * d0 * d0
+                    s211 += r0 * d1 * d1
+                    s222 += r2
+                    s201 += r0 * d0 * d1
+                    s202 += r1 * d0
+                    s212 += r1 * d1
+                else:
+                    _spread_segment(row, ez, col, lo, hi, peak * e01, off, weight)
+        if gather:
+            s = acc[a]
+            s[0] += s0
+            s[1] += sd
+            s[2] += s10
+            s[3] += s11
+            s[4] += s12
+            s[5] += s200
+            s[6] += s211
+            s[7] += s222
+            s[8] += s201
+            s[9] += s202
+            s[10] += s212
+
+
 @numba.njit(cache=True, fastmath=False)
 def _spread_atoms(grid, atoms, centres, occ, amp, logr, shift, pq, half):
-    dummy = np.zeros(1)
+    ws = _workspace(amp.shape[1], half)
+    dummy = np.zeros((1, 1))
     for j in atoms:
+        if _is_diagonal(amp[j], pq[j]):
+            _visit_separable(grid, centres[j], occ[j], amp[j], shift[j], pq[j], half[j], False, dummy, ws)
+            continue
         for k in range(amp.shape[1]):
             peak = amp[j, k]
             if peak == 0.0:
                 continue
             weight = occ[j] if peak > 0 else -occ[j]
             _visit_term(grid, centres[j], abs(peak), weight, logr[j, k], pq[j, k], half[j, k],
-                        shift[j, k], False, dummy)
+                        shift[j, k], False, dummy[0])
 
 
 @numba.njit(cache=True, parallel=True, fastmath=False)
@@ -521,50 +745,62 @@ def slab_groups(plan: SlabPlan | None, centres: np.ndarray, half: np.ndarray,
 
 
 @numba.njit(cache=True, fastmath=False)
-def _atom_derivatives(dgrid, c, occ, amp, logr, shift, pq, wq, half, m, d_xyz, d_u):
+def _atom_derivatives(dgrid, c, occ, amp, logr, shift, pq, wq, half, m, d_xyz, d_u, ws, acc):
     """Add one atom's derivatives (all its terms) to d_xyz (3,) and d_u (6,); return d_occ."""
-    acc = np.empty(11)
     wm = np.empty((3, 3))
     wmat = np.empty((3, 3))
     s2 = np.empty((3, 3))
     t = np.empty((3, 3))
+    acc[:, :] = 0.0
+    if _is_diagonal(amp, pq):
+        _visit_separable(dgrid, c, 1.0, amp, shift, pq, half, True, acc, ws)
+    else:
+        a = 0
+        for k in range(amp.shape[0]):
+            if amp[k] != 0.0:
+                _visit_term(dgrid, c, abs(amp[k]), 1.0, logr[k], pq[k], half[k], shift[k], True, acc[a])
+                a += 1
     d_occ = 0.0
+    a = -1
     for k in range(amp.shape[0]):
         peak = amp[k]
         if peak == 0.0:
             continue
-        acc[:] = 0.0
-        _visit_term(dgrid, c, abs(peak), 1.0, logr[k], pq[k], half[k], shift[k], True, acc)
+        a += 1
+        s = acc[a]
         sign = 1.0 if peak > 0 else -1.0
         wgt = sign * occ
-        # ρ = occ·sign·peak·(e^{-Q} − cut): occ and the peak's det(U)^-1/2 multiply v − shift
-        s0_scaled = acc[0] - shift[k] * acc[1]
+        # ρ = occ·sign·(v − shift), v = peak e^{-Q}: occ and the peak's det(U)^-1/2 multiply v − shift
+        s0_scaled = s[0] - shift[k] * s[1]
         d_occ += sign * s0_scaled
         w = wq[k]
         wmat[0, 0], wmat[1, 1], wmat[2, 2] = w[0], w[1], w[2]
         wmat[0, 1] = wmat[1, 0] = w[3]
         wmat[0, 2] = wmat[2, 0] = w[4]
         wmat[1, 2] = wmat[2, 1] = w[5]
-        s2[0, 0], s2[1, 1], s2[2, 2] = acc[5], acc[6], acc[7]
-        s2[0, 1] = s2[1, 0] = acc[8]
-        s2[0, 2] = s2[2, 0] = acc[9]
-        s2[1, 2] = s2[2, 1] = acc[10]
+        s2[0, 0], s2[1, 1], s2[2, 2] = s[5], s[6], s[7]
+        s2[0, 1] = s2[1, 0] = s[8]
+        s2[0, 2] = s2[2, 0] = s[9]
+        s2[1, 2] = s2[2, 1] = s[10]
         for r in range(3):
-            for s in range(3):
-                wm[r, s] = wmat[r, 0] * m[0, s] + wmat[r, 1] * m[1, s] + wmat[r, 2] * m[2, s]
+            for q in range(3):
+                wm[r, q] = wmat[r, 0] * m[0, q] + wmat[r, 1] * m[1, q] + wmat[r, 2] * m[2, q]
         # ∂/∂x = wgt · W M S1
         for r in range(3):
-            d_xyz[r] += wgt * (wm[r, 0] * acc[2] + wm[r, 1] * acc[3] + wm[r, 2] * acc[4])
+            d_xyz[r] += wgt * (wm[r, 0] * s[2] + wm[r, 1] * s[3] + wm[r, 2] * s[4])
         # ∂/∂U = wgt · ½ (WM S2 (WM)ᵀ − W S0)
         for r in range(3):
-            for s in range(3):
-                t[r, s] = wm[r, 0] * s2[0, s] + wm[r, 1] * s2[1, s] + wm[r, 2] * s2[2, s]
+            for q in range(3):
+                t[r, q] = wm[r, 0] * s2[0, q] + wm[r, 1] * s2[1, q] + wm[r, 2] * s2[2, q]
         for slot in range(6):
             r = (0, 1, 2, 0, 0, 1)[slot]
-            s = (0, 1, 2, 1, 2, 2)[slot]
-            q = t[r, 0] * wm[s, 0] + t[r, 1] * wm[s, 1] + t[r, 2] * wm[s, 2]
-            d_u[slot] += wgt * 0.5 * (q - wmat[r, s] * s0_scaled)
+            q = (0, 1, 2, 1, 2, 2)[slot]
+            val = t[r, 0] * wm[q, 0] + t[r, 1] * wm[q, 1] + t[r, 2] * wm[q, 2]
+            d_u[slot] += wgt * 0.5 * (val - wmat[r, q] * s0_scaled)
     return d_occ
+
+
+GATHER_CHUNKS = 64  # atoms are gathered in this many chunks (one scratch space each)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=False)
@@ -574,15 +810,20 @@ def gather(dgrid, centres, occ, amp, logr, shift, pq, wq, half, m):
     D is the real grid ∂T/∂ρ(r).  Returns (d_occ (N,), d_xyz (N,3) per Å,
     d_u (N,6) = ∂/∂U_ab as matrix elements (order 00 11 22 01 02 12; a
     symmetric parameter U_ab, a≠b, has twice the off-diagonal value;
-    isotropic B gets trace/8π²)).
+    isotropic B gets trace/8π²)).  Each atom's result is independent of the
+    threads used.
     """
-    n = amp.shape[0]
+    n, nk = amp.shape
     d_occ = np.zeros(n)
     d_xyz = np.zeros((n, 3))
     d_u = np.zeros((n, 6))
-    for j in prange(n):
-        d_occ[j] = _atom_derivatives(dgrid, centres[j], occ[j], amp[j], logr[j], shift[j],
-                                     pq[j], wq[j], half[j], m, d_xyz[j], d_u[j])
+    n_chunks = min(n, GATHER_CHUNKS)
+    for q in prange(n_chunks):
+        ws = _workspace(nk, half)
+        acc = np.empty((nk, 11))
+        for j in range(q * n // n_chunks, (q + 1) * n // n_chunks):
+            d_occ[j] = _atom_derivatives(dgrid, centres[j], occ[j], amp[j], logr[j], shift[j],
+                                         pq[j], wq[j], half[j], m, d_xyz[j], d_u[j], ws, acc)
     return d_occ, d_xyz, d_u
 
 

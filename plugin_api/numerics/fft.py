@@ -6,21 +6,90 @@ the last axis is halved (n₃//2 + 1 entries).  Crystallographic structure
 factors use exp(+2πi h·x), so F(h) ∝ conj(X[h]) = X[-h].
 
 Plans are made once per (shape, threads) and kept with their aligned
-input/output buffers (Frigo & Johnson 2005, Proc. IEEE 93, 216): FFTW_MEASURE
-(about 1–2 s of planning, ~15–40 % faster transforms) for grids of at least
-2¹⁸ points, which are transformed many times in a refinement, FFTW_ESTIMATE
-(instant) for smaller ones.
+input/output buffers (Frigo & Johnson 2005, Proc. IEEE 93, 216).  New shapes
+get FFTW_ESTIMATE plans (instant; FFTW_MEASURE planning took 2–25 s per grid
+on a loaded 2-core machine, and time-limited measuring is neither faster to
+run nor re-usable as wisdom).  Grids of at least 2¹⁸ points use FFTW_MEASURE
+plans when wisdom for them is known: stored in
+``$XDG_CACHE_HOME/refinekit/`` (default ``~/.cache``), written atomically
+when a process runs with ``REFINEKIT_FFTW_MEASURE=1`` (it then measures
+shapes without wisdom once, which takes seconds).  The wisdom file is never
+required: missing, unreadable or unwritable files are ignored.
 """
 
 from __future__ import annotations
 
+import os
+import json
+import platform
+import tempfile
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 _LOCK = threading.Lock()
 MEASURE_MIN_POINTS = 1 << 18
+_WISDOM_STATE = {"loaded": False}
+
+
+def measure_new_shapes() -> bool:
+    """True when FFTW_MEASURE plans are to be made (and stored) for shapes without wisdom."""
+    return os.environ.get("REFINEKIT_FFTW_MEASURE", "0") == "1"
+
+
+def wisdom_path() -> Path:
+    """File holding this machine's FFTW wisdom."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "refinekit" / f"fftw-wisdom-{platform.machine()}-{platform.node()}.json"
+
+
+def _load_wisdom() -> None:
+    """Import stored wisdom once per process (silently nothing when absent or unreadable)."""
+    if _WISDOM_STATE["loaded"]:
+        return
+    _WISDOM_STATE["loaded"] = True
+    path = wisdom_path()
+    if not path.is_file():
+        return
+    import pyfftw
+    try:
+        text = json.loads(path.read_text(encoding="ascii"))
+        pyfftw.import_wisdom(tuple(part.encode("ascii") for part in text))
+    except (OSError, ValueError, TypeError, AttributeError):  # damaged file: only costs planning time
+        pass
+
+
+def _save_wisdom() -> None:
+    """Write the process's accumulated wisdom atomically (temporary file + rename)."""
+    path = wisdom_path()
+    import pyfftw
+    text = json.dumps([part.decode("ascii") for part in pyfftw.export_wisdom()])
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".wisdom-")
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError:  # read-only home, full disk: plans still work, only not remembered
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _plan(pyfftw, a, b, direction: str, flags: tuple[str, ...], threads: int, big: bool):
+    """An FFTW plan a → b and whether it was newly measured (see the module notes)."""
+    def make(*extra):
+        return pyfftw.FFTW(a, b, axes=(0, 1, 2), direction=direction, flags=(*extra, *flags),
+                           threads=threads)
+    if big:
+        try:
+            return make("FFTW_MEASURE", "FFTW_WISDOM_ONLY"), False
+        except RuntimeError:  # no wisdom for this shape
+            if measure_new_shapes():
+                return make("FFTW_MEASURE"), True
+    return make("FFTW_ESTIMATE"), False
 
 
 @lru_cache(maxsize=4096)
@@ -70,12 +139,13 @@ class RealFFT:
         self.half_in = pyfftw.empty_aligned(half, dtype="complex128")
         self.real_out = pyfftw.empty_aligned(self.shape, dtype="float64")
         big = int(np.prod(self.shape)) >= MEASURE_MIN_POINTS
-        flags = ("FFTW_MEASURE",) if big else ("FFTW_ESTIMATE",)
-        self._fwd = pyfftw.FFTW(self.real_in, self.half_out, axes=(0, 1, 2),
-                                direction="FFTW_FORWARD", flags=flags, threads=threads)
-        self._bwd = pyfftw.FFTW(self.half_in, self.real_out, axes=(0, 1, 2),
-                                direction="FFTW_BACKWARD", flags=(*flags, "FFTW_DESTROY_INPUT"),
-                                threads=threads)
+        if big:
+            _load_wisdom()
+        self._fwd, new_f = _plan(pyfftw, self.real_in, self.half_out, "FFTW_FORWARD", (), threads, big)
+        self._bwd, new_b = _plan(pyfftw, self.half_in, self.real_out, "FFTW_BACKWARD",
+                                 ("FFTW_DESTROY_INPUT",), threads, big)
+        if new_f or new_b:
+            _save_wisdom()
 
     def forward(self, real: np.ndarray | None = None) -> np.ndarray:
         """Half-complex X[m] of ``real`` (or of ``real_in`` when None)."""
@@ -108,4 +178,4 @@ def real_fft(shape: tuple[int, int, int], threads: int = 2) -> RealFFT:
         return plan
 
 
-__all__ = ["good_size", "grid_shape", "RealFFT", "real_fft"]
+__all__ = ["good_size", "grid_shape", "RealFFT", "real_fft", "wisdom_path", "measure_new_shapes"]

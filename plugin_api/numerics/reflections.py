@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..model import ReflectionColumns, ReflectionData
 
 __all__ = [
-    "epsilon_and_centric", "interpret_free_flags", "generate_free_flags",
+    "epsilon_and_centric", "interpret_free_flags", "generate_free_flags", "free_flags_from_column",
     "canonical_hkl", "resolution_bins", "merge_friedel", "find_anomalous_pairs",
     "RFactors", "r_factors", "log_i0", "bessel_ratio", "log_cosh", "rice_core",
     "rice_data_term", "rice_fisher_information", "SigmaaParameters", "fit_sigmaa", "free_set_for",
@@ -140,6 +140,40 @@ def _checked(mask: np.ndarray, rule: str, source: str | None) -> np.ndarray:
     return mask
 
 
+def free_flags_from_column(values: np.ndarray, hkl: np.ndarray, spacegroup: gemmi.SpaceGroup,
+                           convention: str = "auto", label: str = "",
+                           source: str | None = None) -> tuple[np.ndarray, str]:
+    """(test-set mask, how it was obtained) from a stored free-R flag column.
+
+    A column that holds a single value for every reflection with a flag (all
+    0, as some programs write when no test set was chosen, all 1, or only
+    'o'/'x' statuses) defines no test set: read as CCP4 flags an all-zero
+    column would put every reflection in the test set, read as PHENIX flags
+    none.  Such a column is set aside and a test set is generated with
+    :func:`generate_free_flags` (5 %, stable per reflection); the returned
+    description says so, for the log.  Any other column goes through
+    :func:`interpret_free_flags` (which raises InputError on an empty or
+    complete test set).
+    """
+    arr = np.asarray(values)
+    name = f"column {label}" if label else "the free-R flag column"
+    if arr.dtype.kind in "USO":
+        status = np.char.strip(arr.astype(str))
+        if not np.any(status == "f"):
+            found = ", ".join(repr(v) for v in np.unique(status)[:5])
+            return (generate_free_flags(hkl, spacegroup),
+                    f"generated 5 % test set ({name} has no status 'f', only {found})")
+        return interpret_free_flags(status, convention, source), f"{label or 'status'} 'f'"
+    num = np.asarray(arr, dtype=np.float64)
+    present = np.isfinite(num) & (num >= 0)
+    distinct = np.unique(num[present])
+    if distinct.size <= 1:
+        what = f"the single value {distinct[0]:g}" if distinct.size else "no valid flag"
+        return (generate_free_flags(hkl, spacegroup),
+                f"generated 5 % test set ({name} holds {what} for every reflection: no test set)")
+    return interpret_free_flags(num, convention, source), label or "free-R flags"
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser (Steele, Lea & Flood 2014): a bijective 64-bit mixer."""
     x = x.astype(np.uint64)
@@ -225,22 +259,33 @@ def find_anomalous_pairs(labels: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def merge_friedel(plus: np.ndarray, sigma_plus: np.ndarray, minus: np.ndarray,
-                  sigma_minus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def merge_friedel(plus: np.ndarray, sigma_plus: np.ndarray | None, minus: np.ndarray,
+                  sigma_minus: np.ndarray | None,
+                  centric: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean of Friedel mates (intensities or amplitudes) and its σ.
 
     Both present: x = (x⁺ + x⁻)/2, σ = √(σ⁺² + σ⁻²)/2 (independent errors);
-    one present: that one; none: NaN.
+    one present: that one; none: NaN.  With ``centric`` given, a centric
+    reflection whose two values are equal is one measurement written twice
+    (Friedel's law holds exactly for it; merging programs copy it into both
+    columns), so it keeps x⁺ and σ⁺ instead of a σ smaller by √2.  When
+    both σ arrays are None (no σ columns) the returned σ is None.
     """
     plus, minus = np.asarray(plus, float), np.asarray(minus, float)
-    sp, sm = np.asarray(sigma_plus, float), np.asarray(sigma_minus, float)
+    no_sigma = sigma_plus is None and sigma_minus is None
+    sp = np.full(plus.shape, np.nan) if sigma_plus is None else np.asarray(sigma_plus, float)
+    sm = np.full(minus.shape, np.nan) if sigma_minus is None else np.asarray(sigma_minus, float)
     has_p, has_m = np.isfinite(plus), np.isfinite(minus)
     both = has_p & has_m
+    if centric is not None:
+        same = both & np.asarray(centric, bool) & (np.abs(plus - minus) <= 1e-6 * np.abs(plus))
+        has_m = has_m & ~same
+        both = both & ~same
     mean = np.where(both, 0.5 * (plus + minus), np.where(has_p, plus, minus))
     sig = np.where(both, 0.5 * np.sqrt(sp ** 2 + sm ** 2), np.where(has_p, sp, sm))
     mean = np.where(has_p | has_m, mean, np.nan)
     sig = np.where(has_p | has_m, sig, np.nan)
-    return mean, sig
+    return mean, (None if no_sigma else sig)
 
 
 # --------------------------------------------------------------------------- R factors
@@ -346,14 +391,15 @@ def rice_core(f: np.ndarray, a: np.ndarray, sigma2: np.ndarray, centric: np.ndar
                 core[sel] = -0.5 * np.log(ss) - 0.5 * q + log_cosh(x)
             else:
                 x = 2.0 * ff * aa / ss
-                core[sel] = -np.log(ss) - q + log_i0(x)
+                i0 = i0e(x)  # once for ln I₀ and I₁/I₀
+                core[sel] = -np.log(ss) - q + (np.log(i0) + x)
         if want_derivs:
             if is_centric:
                 t = np.tanh(x)
                 d_a[sel] = (-aa + ff * t) / ss
                 d_s[sel] = (-0.5 + 0.5 * q - x * t) / ss
             else:
-                m = bessel_ratio(x)
+                m = i1e(x) / i0
                 d_a[sel] = (-2.0 * aa + 2.0 * ff * m) / ss
                 d_s[sel] = (-1.0 + q - x * m) / ss
     if not want_derivs:

@@ -49,6 +49,9 @@ class BulkSolventOptions:
     * ``k_sol_range``, ``b_sol_range`` — bounds of the search (and refinement);
       the grid has 13 × 15 points.
     * ``refine_b_overall`` — refine the isotropic B_overall with k_sol, B_sol.
+    * ``warm_start`` — after the first fit, start the local refinement from
+      the previous k_sol, B_sol instead of the grid search (the parameters
+      move little between macro-cycles; the grid costs ~200 F_model passes).
     """
 
     babinet: bool = False
@@ -61,6 +64,7 @@ class BulkSolventOptions:
     k_sol_range: list[float] = field(default_factory=lambda: [0.0, 0.6])
     b_sol_range: list[float] = field(default_factory=lambda: [10.0, 150.0])
     refine_b_overall: bool = True
+    warm_start: bool = True
 
     def validate(self) -> None:
         """Reject impossible values (raises ValueError → ConfigError)."""
@@ -117,10 +121,12 @@ def _log_b(f_obs: np.ndarray, g: np.ndarray, s2: np.ndarray) -> float:
 
 def fit_solvent(f_obs: np.ndarray, f_calc: np.ndarray, f_unit: np.ndarray,
                 k_aniso: np.ndarray, s2: np.ndarray, k_sol_range=(0.0, 0.6),
-                b_sol_range=(10.0, 150.0), refine_b_overall: bool = True) -> SolventFit:
+                b_sol_range=(10.0, 150.0), refine_b_overall: bool = True,
+                start: tuple[float, float] | None = None) -> SolventFit:
     """Fit k_sol, B_sol, K, B_overall to |Fo| (arrays of the fitting set only).
 
-    A range [a, a] fixes that parameter at a.
+    A range [a, a] fixes that parameter at a.  ``start`` = (k_sol, B_sol)
+    replaces the grid search by that single point (warm start).
 
     |F_model| = K exp(−B_overall s²/4) k_aniso |F_calc + k_sol exp(−B_sol s²/4) f_unit|;
     f_unit is F_mask (mask model) or −F_calc (Babinet).  Grid search then
@@ -134,13 +140,16 @@ def fit_solvent(f_obs: np.ndarray, f_calc: np.ndarray, f_unit: np.ndarray,
         return np.exp(-b_all * s2 / 4.0) * k_aniso * np.abs(fm)
 
     best = None
-    for k_sol in np.linspace(k_sol_range[0], k_sol_range[1], 13):
-        for b_sol in np.linspace(b_sol_range[0], b_sol_range[1], 15):
-            g0 = amplitude(k_sol, b_sol, 0.0)
-            b_all = _log_b(f_obs, g0, s2) if refine_b_overall else 0.0
-            _, res = _projected(f_obs, g0 * np.exp(-b_all * s2 / 4.0))
-            if best is None or res < best[0]:
-                best = (res, k_sol, b_sol, b_all)
+    grid = ([(float(np.clip(start[0], *k_sol_range)), float(np.clip(start[1], *b_sol_range)))]
+            if start is not None else
+            [(k, b) for k in np.linspace(k_sol_range[0], k_sol_range[1], 13)
+             for b in np.linspace(b_sol_range[0], b_sol_range[1], 15)])
+    for k_sol, b_sol in grid:
+        g0 = amplitude(k_sol, b_sol, 0.0)
+        b_all = _log_b(f_obs, g0, s2) if refine_b_overall else 0.0
+        _, res = _projected(f_obs, g0 * np.exp(-b_all * s2 / 4.0))
+        if best is None or res < best[0]:
+            best = (res, k_sol, b_sol, b_all)
     _, k0, b0, ball0 = best
     n_par = 3 if refine_b_overall else 2
 
@@ -166,7 +175,9 @@ class BulkSolventScaler(Scaler):
 
     Keeps the mask and F_mask between calls; the mask is rebuilt only when
     the hkl set or cell changed or some atom moved more than
-    ``update_shift`` Å from where it was when the mask was made.
+    ``update_shift`` Å from where it was when the mask was made.  After the
+    first fit the (k_sol, B_sol) search starts from the previous solution
+    (``warm_start``).
     """
 
     name = "bulk-solvent"
@@ -181,6 +192,7 @@ class BulkSolventScaler(Scaler):
         self._hkl: np.ndarray | None = None
         self._seen_version: tuple | None = None
         self.mask_updates = 0
+        self._last: SolventFit | None = None
         self._fcalc = aniso.FcalcCache()
 
     # ------------------------------------------------------------------ mask
@@ -237,8 +249,10 @@ class BulkSolventScaler(Scaler):
             updated = self._update_mask(model, data)
             f_unit = self._f_mask
         opt = self.options
+        start = (self._last.k_sol, self._last.b_sol) if opt.warm_start and self._last else None
         sol = fit_solvent(data.f_obs[work], f_calc[work], f_unit[work], k_old[work], s2[work],
-                          opt.k_sol_range, opt.b_sol_range, opt.refine_b_overall)
+                          opt.k_sol_range, opt.b_sol_range, opt.refine_b_overall, start)
+        self._last = sol
         k_total = sol.k_scale * np.exp(-sol.b_overall * s2 / 4.0) * k_old
         f_part = (sol.k_sol * np.exp(-sol.b_sol * s2 / 4.0)) * f_unit
         context.set_fmodel_scales(k_total, f_part)

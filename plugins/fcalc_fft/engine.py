@@ -5,7 +5,9 @@ Method
 1. The atoms given (an asymmetric unit) are spread as cut Gaussian densities
    blurred by B_add on a P1 grid covering the unit cell
    (:mod:`refinekit.plugin_api.numerics.density`; Ten Eyck 1977,
-   Acta Cryst A33, 486; Afonine & Urzhumtsev 2004, Acta Cryst A60, 19).
+   Acta Cryst A33, 486; Afonine & Urzhumtsev 2004, Acta Cryst A60, 19):
+   separable 1-D tables for isotropic atoms in orthogonal cells, row
+   recurrences otherwise.
 2. One real-to-complex FFT gives F₁(k), the P1 transform of those atoms.
 3. F(h) = exp(B_add s²/4) Σ_s exp(2πi h·t_s) F₁(R_sᵀ h) sums the space
    group's operations in reciprocal space (no symmetry copies of atoms are
@@ -28,6 +30,7 @@ changes of B do not change it.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numba
@@ -133,7 +136,9 @@ class _Geometry:
         # small grids run on one thread: synchronising threads would cost more than it saves
         big = np.prod(n) >= PARALLEL_MIN_POINTS
         self.threads = min(threads, numba.config.NUMBA_NUM_THREADS) if big else 1
+        start = time.perf_counter()
         self.plan = fft.real_fft(self.shape, self.threads)
+        self.plan_seconds = time.perf_counter() - start  # FFT planning (0 when cached), s
         self.orth = np.array(cell.orth.mat.tolist())
         self.frac = np.array(cell.frac.mat.tolist())
         self.m = density.index_to_cartesian(self.orth, self.shape)

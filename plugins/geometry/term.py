@@ -21,31 +21,47 @@ from refinekit.plugin_api import AtomGradient, AtomModel, MapData, Restraint, Te
 from . import kernels
 from .library import read_library
 from .nonbonded import Nonbonded, VdwParameters
-from .topology import RestraintTables, build_tables
+from .topology import RestraintTables, build_tables, select_torsions
 
 _DUMMY = np.zeros((1, 3))
 
 
 @dataclass
 class LibraryOptions:
-    """Where the dictionaries come from and how links are decided (shared by both terms)."""
+    """Where the dictionaries come from and how links are decided (shared by both terms).
+
+    ``hydrogen_distances``: X–H targets at the electron-cloud centre (X-ray) or
+    the nucleus; "auto" = nucleus for neutron and electron scattering and for
+    maps (the run's scattering table, else the model file's experiment
+    method), electron-cloud otherwise.
+    """
 
     monlib: str | None = None
     ligands: list[str] = field(default_factory=list)
     cis_peptides: Literal["auto", "records", "geometry"] = "auto"
     link_distance: float = 4.0
-    hydrogen_distances: Literal["electron", "nucleus"] = "electron"
+    hydrogen_distances: Literal["auto", "electron", "nucleus"] = "auto"
 
     def validate(self) -> None:
         if self.link_distance <= 0:
             raise ValueError("link_distance must be > 0 Å")
 
 
-def load_tables(model: AtomModel, options: LibraryOptions):
-    """(MonLib, RestraintTables) for ``model``."""
+def nucleus_distances(options: LibraryOptions, model: AtomModel, context=None) -> bool:
+    """Whether X–H targets are nuclear distances (see ``LibraryOptions``)."""
+    if options.hydrogen_distances != "auto":
+        return options.hydrogen_distances == "nucleus"
+    if isinstance(getattr(context, "data", None), MapData):
+        return True
+    table = getattr(context, "table", None)
+    radiation = getattr(table, "radiation", None) or model.radiation
+    return radiation in ("neutron", "electron")
+
+
+def load_tables(model: AtomModel, options: LibraryOptions, nucleus: bool = False):
+    """(MonLib, RestraintTables) for ``model``; ``nucleus``: X–H targets at nuclei."""
     lib = read_library(model.structure, options.monlib, list(options.ligands))
-    return lib, build_tables(model, lib, options.cis_peptides, options.link_distance,
-                             options.hydrogen_distances == "nucleus")
+    return lib, build_tables(model, lib, options.cis_peptides, options.link_distance, nucleus)
 
 
 @dataclass
@@ -53,9 +69,18 @@ class GeometryOptions(LibraryOptions):
     """Options of ``geometry``; σ in Å (distances), Å³ (chiral volumes).
 
     ``symmetry`` None: contacts with symmetry mates unless the data are a map.
+    Torsions: ``GROUP:LABEL`` globs (see ``topology.select_torsions``); the
+    default restrains what REFMAC/servalcat restrain by default — side-chain
+    χ of ``peptide``-group amino acids (not Pro's ring), ω of links and sp2–sp2
+    torsions — and leaves φ/ψ
+    and sp3 torsions to the data (restraining the library's φ/ψ targets pulls
+    a correct backbone away from the density).  ``["*:*"]`` restrains all.
     """
 
     torsions: bool = True
+    torsion_include: list[str] = field(
+        default_factory=lambda: ["peptide:chi*", "link:omega", "*:sp2_sp2*"])
+    torsion_exclude: list[str] = field(default_factory=list)
     sigma_chiral: float = 0.2
     nonbonded: bool = True
     symmetry: bool | None = None
@@ -96,7 +121,8 @@ class GeometryRestraint(Restraint):
             return  # topology and neighbour list are kept across minimisations
         self._built_for = key
         o = self.options
-        self.lib, self.tables = load_tables(model, o)
+        self.lib, tables = load_tables(model, o, nucleus_distances(o, model, context))
+        self.tables = select_torsions(tables, o.torsion_include, o.torsion_exclude)
         self.nonbonded = None
         if o.nonbonded:
             # default: crystal contacts unless the data are a (cryo-EM) map
@@ -157,14 +183,18 @@ class GeometryRestraint(Restraint):
         return {k: v for k, (v, _) in self._terms(model.xyz).items()}
 
     def statistics(self, model: AtomModel) -> dict[str, float]:
-        """r.m.s. deviations (Å, degrees, Å³), r.m.s. Z per type, counts and clashes."""
+        """r.m.s. deviations (Å, degrees, Å³; bonds and angles without H), r.m.s. Z per
+        type (all restraints), counts and clashes."""
         t, xyz = self.tables, model.xyz
         parts = self._terms(xyz)
         stats: dict[str, float] = {}
+        # r.m.s. deviations over restraints without H (as REFMAC/servalcat/MolProbity report)
+        heavy_b = ~model.is_hydrogen[t.bond_idx].any(axis=1)
+        heavy_a = ~model.is_hydrogen[t.angle_idx].any(axis=1)
         d = kernels.bond_distances(xyz, t.bond_idx)
-        stats["rmsd_bonds"] = _rms(d - t.bond_ideal)
+        stats["rmsd_bonds"] = _rms((d - t.bond_ideal)[heavy_b])
         theta = kernels.angle_values(xyz, t.angle_idx)
-        stats["rmsd_angles"] = math.degrees(_rms(theta - t.angle_ideal))
+        stats["rmsd_angles"] = math.degrees(_rms((theta - t.angle_ideal)[heavy_a]))
         if "torsions" in parts:
             phi = kernels.torsion_values(xyz, t.torsion_idx)
             delta = kernels.wrap_periodic(phi - t.torsion_ideal, t.torsion_period)

@@ -15,11 +15,12 @@ cis/trans follows the CISPEP records when the file has them, otherwise ω.
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import gemmi
 import numpy as np
@@ -49,6 +50,8 @@ class RestraintTables:
     torsion_ideal: np.ndarray
     torsion_sigma: np.ndarray
     torsion_period: np.ndarray
+    torsion_label: np.ndarray
+    torsion_kind: np.ndarray
     chiral_idx: np.ndarray
     chiral_volume: np.ndarray
     chiral_both: np.ndarray
@@ -87,6 +90,27 @@ def build_tables(model: AtomModel, lib: gemmi.MonLib, cis_peptides: str = "auto"
     if warnings:
         log.warning("topology: %s", warnings)
     return tables
+
+
+def select_torsions(tables: RestraintTables, include: list[str],
+                    exclude: list[str]) -> RestraintTables:
+    """Keep the torsions matching a ``GROUP:LABEL`` glob of ``include`` and none of ``exclude``.
+
+    GROUP is the monomer-library group of the residue (``peptide``, ``P-peptide``,
+    ``DNA``, ``pyranose``, ``non-polymer`` …) or ``link`` for a torsion across
+    two residues; LABEL is the dictionary's torsion id (``chi1``, ``omega``,
+    ``sp2_sp2_1`` …).  Matching is case-insensitive (fnmatch).
+    """
+    keys = [f"{k}:{lab}".lower() for k, lab in zip(tables.torsion_kind, tables.torsion_label)]
+
+    def hits(rules):
+        return np.array([any(fnmatch.fnmatchcase(key, r.lower()) for r in rules) for key in keys],
+                        dtype=bool).reshape(len(keys))
+
+    keep = hits(include) & ~hits(exclude)
+    return replace(tables, **{name: getattr(tables, name)[keep] for name in (
+        "torsion_idx", "torsion_ideal", "torsion_sigma", "torsion_period", "torsion_label",
+        "torsion_kind")})
 
 
 # ----------------------------------------------------------------- gemmi passes
@@ -230,12 +254,13 @@ def _bond_target(bond, nucleus_h: bool) -> tuple[float, float]:
 
 def _extract(topo, st: gemmi.Structure, n_atoms: int, nucleus_h: bool) -> RestraintTables:
     deg = math.pi / 180.0
+    residue, group = _residue_groups(topo, n_atoms)
     bonds = [(_index(b.atoms, n_atoms), *_bond_target(b, nucleus_h)) for b in topo.bonds
              if b.restr.esd > 0]
     angles = [(_index(a.atoms, n_atoms), a.restr.value * deg, a.restr.esd * deg)
               for a in topo.angles if a.restr.esd > 0]
     torsions = [(_index(t.atoms, n_atoms), t.restr.value * deg, t.restr.esd * deg,
-                 max(int(t.restr.period), 1))
+                 max(int(t.restr.period), 1), t.restr.label, _torsion_kind(t.atoms, residue, group))
                 for t in topo.torsions
                 if t.restr.esd > 0 and not t.restr.label.lower().startswith("free")]
     chirals = []
@@ -262,6 +287,8 @@ def _extract(topo, st: gemmi.Structure, n_atoms: int, nucleus_h: bool) -> Restra
         torsion_idx=_ints(torsions, 4, n_atoms), torsion_ideal=_col(torsions, 1),
         torsion_sigma=_col(torsions, 2),
         torsion_period=np.array([t[3] for t in torsions], dtype=np.int64),
+        torsion_label=np.array([t[4] for t in torsions], dtype=object),
+        torsion_kind=np.array([t[5] for t in torsions], dtype=object),
         chiral_idx=_ints(chirals, 4, n_atoms), chiral_volume=_col(chirals, 1),
         chiral_both=np.array([c[2] for c in chirals], dtype=bool),
         plane_atoms=_check_indices(np.array(plane_atoms, dtype=np.int64), n_atoms),
@@ -272,6 +299,28 @@ def _extract(topo, st: gemmi.Structure, n_atoms: int, nucleus_h: bool) -> Restra
         chem_type=_chem_types(topo, n_atoms),
         altloc=_altlocs(st, n_atoms),
     )
+
+
+def _residue_groups(topo, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per atom: a residue number (−1 unknown) and its monomer-library group name."""
+    residue = np.full(n_atoms, -1, dtype=np.int64)
+    group = np.full(n_atoms, "", dtype=object)
+    k = 0
+    for info in topo.chain_infos:
+        for ri in info.res_infos:
+            name = gemmi.ChemComp.group_str(ri.get_final_chemcomp("*").group)
+            for atom in ri.res:
+                if atom.serial > 0:
+                    residue[atom.serial - 1] = k
+                    group[atom.serial - 1] = name
+            k += 1
+    return residue, group
+
+
+def _torsion_kind(atoms, residue: np.ndarray, group: np.ndarray) -> str:
+    """'link' when the torsion's atoms lie in two residues, else the residue's group."""
+    idx = [a.serial - 1 for a in atoms]
+    return "link" if len({int(residue[i]) for i in idx}) > 1 else str(group[idx[1]])
 
 
 def _ints(rows, width: int, n_atoms: int) -> np.ndarray:

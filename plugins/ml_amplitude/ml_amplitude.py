@@ -13,7 +13,11 @@ Fc = |F_model| and per-shell parameters D, σ_Δ² (the "σA" pair):
 i.e. −ln p(Fo | Fc) with the Fo-only constants (ln 2Fo, ½ ln(2/π)) dropped;
 measurement error is added to the model error as in Pannu & Read (1996)
 (Rice form, σ_o² per complex component).  D and σ_Δ² are fitted by
-maximum likelihood per resolution shell on the free set at every setup.
+maximum likelihood per resolution shell on the free set, once per
+macro-cycle (again when the F_model scales or the reflections change).
+F_calc is computed for all reflections of the data in one pass (shared with
+the scalers and statistics through the kernel's F_calc reuse) and the
+gradient is one adjoint pass over the same indices.
 
 Map coefficients (``map_coefficients``): σA-weighted 2mFo−DFc / mFo−DFc
 with the same D, σ_Δ² and Σ (Read 1986), for every reflection of the data
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from refinekit.plugin_api import (AtomModel, FTarget, FTargetResult, InputError, ReflectionColumns,
-                                  ReflectionData)
+                                  ReflectionData, TermResult)
 from refinekit.plugin_api.numerics.reflections import (
     SigmaaParameters, epsilon_and_centric, fit_sigmaa, free_set_for, map_coefficient_columns,
     r_factors, rice_core, rice_fisher_information, sigmaa_map_coefficients)
@@ -118,8 +122,9 @@ class MLAmplitude(FTarget):
     """Maximum-likelihood amplitude target (Rice acentric / Woolfson centric, σA per shell).
 
     Read 1986; Pannu & Read 1996; Murshudov et al. 1997 (REFMAC).  D and σ_Δ²
-    are re-estimated at every ``setup`` on the free set (on all reflections
-    when fewer than ``min_free`` are free).  Value: −ln L over the working
+    are re-estimated at ``setup`` on the free set (on all reflections when
+    fewer than ``min_free`` are free) once per macro-cycle, or when the
+    scales or reflections changed.  Value: −ln L over the working
     set; curvature: expected (Fisher) information, see ``AmplitudeLikelihood``.
     """
 
@@ -134,12 +139,64 @@ class MLAmplitude(FTarget):
         eps, cen = epsilon_and_centric(work.hkl, work.spacegroup)
         self.lik = AmplitudeLikelihood(fo[self.valid], sig[self.valid], eps[self.valid], cen[self.valid])
         self.free, self.free_k, self.free_fpart = free_set_for(context, work)
-        fm_free = (self.free_k * (self.engine.calc(context.model, self.free.hkl) + self.free_fpart)
-                   if len(self.free) else np.zeros(0, complex))
-        self.sigmaa = self._fit(context, self.free, fm_free)
-        self.d_par, self.s_par = self.sigmaa.at(work.d[self.valid])
         self.all_data = context.data
         self.all_scales = context.fmodel_scales(context.data)
+        self._bind_rows(context.data)
+        key = (getattr(context, "cycle", None), len(work), len(self.free))
+        if not self._sigmaa_current(key):
+            self.sigmaa = self._fit(context, self.free, self.free_fmodel(context.model))
+            self._sigmaa_key = (key, self.k_total.copy(), self.f_part.copy())
+        self.d_par, self.s_par = self.sigmaa.at(work.d[self.valid])
+
+    def _sigmaa_current(self, key: tuple) -> bool:
+        """True when D, σ_Δ² were fitted in this macro-cycle with the present F_model scales.
+
+        σA is re-estimated once per macro-cycle (and whenever the scales or
+        the reflections change), as REFMAC does, not before every
+        minimisation or statistics call.
+        """
+        old = getattr(self, "_sigmaa_key", None)
+        return (old is not None and old[0] == key and np.array_equal(old[1], self.k_total)
+                and np.array_equal(old[2], self.f_part))
+
+    def _bind_rows(self, data: ReflectionData) -> None:
+        """Choose the Miller indices F_calc is computed for, and where work/free rows sit in them.
+
+        All of ``data`` when the work + free rows reach the same largest
+        indices (same FFT grid; one F_calc shared with the scalers and
+        statistics, one engine geometry), else only those rows.
+        """
+        rows = np.concatenate([self.reflections.index, self.free.index])
+        full = data.hkl
+        if len(rows) and np.array_equal(np.abs(full).max(axis=0), np.abs(full[rows]).max(axis=0)):
+            self.calc_hkl = full
+            self.work_pos, self.free_pos = self.reflections.index, self.free.index
+        else:
+            self.calc_hkl = full[rows]
+            self.work_pos = np.arange(len(self.reflections))
+            self.free_pos = np.arange(len(self.reflections), len(rows))
+
+    def fmodel(self, model: AtomModel) -> tuple[np.ndarray, np.ndarray]:
+        """(F_calc, F_model) for the working reflections (from the shared F_calc pass)."""
+        fc = self.engine.calc(model, self.calc_hkl)[self.work_pos]
+        return fc, self.k_total * (fc + self.f_part)
+
+    def free_fmodel(self, model: AtomModel) -> np.ndarray:
+        """F_model of the free reflections (same F_calc pass as :meth:`fmodel`)."""
+        if not len(self.free):
+            return np.zeros(0, complex)
+        return self.free_k * (self.engine.calc(model, self.calc_hkl)[self.free_pos] + self.free_fpart)
+
+    def evaluate(self, model: AtomModel, want_grad: bool = True,
+                 want_curv: bool = False) -> TermResult:
+        """−ln L over the work set; the gradient through one adjoint pass over ``calc_hkl``."""
+        _, fm = self.fmodel(model)
+        res = self.target_f(fm, want_grad, want_curv)
+        if not want_grad:
+            return TermResult(res.value)
+        dt_df = np.zeros(len(self.calc_hkl), dtype=np.complex128)
+        dt_df[self.work_pos] = self.k_total * res.dT_dF  # F_model = k (F_c + F_part), real k
+        return TermResult(res.value, self.engine.gradient(model, self.calc_hkl, dt_df))
 
     def _fit(self, context, free: ReflectionData, fm_free: np.ndarray) -> SigmaaParameters:
         """σA fit on the free set, or on work + free when the free set is small."""
@@ -211,7 +268,7 @@ def r_statistics(term, model: AtomModel, fm_work: np.ndarray) -> dict[str, float
     fo, fm, free = fo_w, np.abs(fm_work), np.zeros(len(fo_w), bool)
     if len(term.free):
         fo_f, _ = observations(term.free, term.name)
-        fm_f = term.free_k * (term.engine.calc(model, term.free.hkl) + term.free_fpart)
+        fm_f = term.free_fmodel(model)
         fo = np.concatenate([fo, fo_f])
         fm = np.concatenate([fm, np.abs(fm_f)])
         free = np.concatenate([free, np.ones(len(fo_f), bool)])

@@ -14,6 +14,14 @@ The ladder is centred on w_ref, the median over segments of ‖∇R‖/‖∇D�
 the data term's units; it is walked by bisection (geometry worsens
 monotonically with the data weight).
 Fit is the data term's value per atom after the trial (lower is better).
+
+Minimisations without bond/angle restraints (B refinement: a map term with
+ADP similarity) get a data weight from the gradient balance at the start,
+w = adp_scale · ‖∇R‖/‖∇D‖ over the restrained parameters (the rule that
+centres the coordinate ladder; for a model whose B values already satisfy
+the restraints, ‖∇R‖ is taken after a 1 Å² rms step of the data's
+steepest descent).  The ratio adapts to the data term's units (−CC for
+``map-cc`` has B gradients of order 1/N).
 """
 
 from __future__ import annotations
@@ -40,7 +48,13 @@ class RsrSearchOptions:
     trial; outlier_mad: segment weights whose log10 differs from the median
     by more than outlier_mad × max(1.4826 × MAD, one ladder step) are dropped; seed: random seed
     for the choice of segments; every: search again every this many cycles
-    (0: once, at the first minimisation that needs it).
+    (0: once, at the first minimisation that needs it); adp_scale: multiplies
+    the gradient-balance data weight of minimisations without bond/angle
+    restraints (B refinement); tighten_start (Å) / tighten_power: for a
+    map of resolution d > tighten_start the rmsd limits are multiplied by
+    (tighten_start/d)^tighten_power (low-resolution maps hold the atoms
+    weakly: with the 3 Å limits the simulated exact model drifts 0.6–0.9 Å
+    at 4–6 Å; docs/benchmarks.md); 0 switches this off.
     """
 
     segment_length: int = 5
@@ -53,6 +67,9 @@ class RsrSearchOptions:
     outlier_mad: float = 3.0
     seed: int = 0
     every: int = 0
+    adp_scale: float = 1.0
+    tighten_start: float = 3.0
+    tighten_power: float = 2.0
 
     def validate(self) -> None:
         if self.segment_length < 2 or self.n_segments < 1 or self.n_weights < 2:
@@ -63,6 +80,17 @@ class RsrSearchOptions:
             raise ValueError("bond_rmsd_max (Å) and angle_rmsd_max (degrees) must be > 0")
         if self.max_iter < 1 or self.every < 0:
             raise ValueError("max_iter must be ≥ 1 and every ≥ 0")
+        if not self.adp_scale > 0:
+            raise ValueError("adp_scale must be > 0")
+        if not self.tighten_start > 0 or self.tighten_power < 0:
+            raise ValueError("need tighten_start > 0 Å and tighten_power ≥ 0")
+
+    def limits(self, d: float | None) -> tuple[float, float]:
+        """(bond rmsd limit Å, angle rmsd limit degrees) for a map of resolution d Å."""
+        if d is None or d <= self.tighten_start:
+            return self.bond_rmsd_max, self.angle_rmsd_max
+        f = (self.tighten_start / d) ** self.tighten_power
+        return self.bond_rmsd_max * f, self.angle_rmsd_max * f
 
 
 class SegmentContext:
@@ -147,10 +175,12 @@ class RsrWeightSearch(WeightScheme):
     """Weight scheme ``rsr-search``: one data-weight factor from segment trial refinements.
 
     Applies to minimisations that include both a data term (role "target")
-    and a restraint reporting ``rmsd_bonds`` and ``rmsd_angles``; others (B
-    refinement) keep the configured weights.  The factor multiplies every
-    data term's weight; one search per set of data terms (and again every
-    ``every`` cycles when set).
+    and a restraint reporting ``rmsd_bonds`` and ``rmsd_angles``; other
+    minimisations with a data term and restraints (B refinement) get the
+    gradient-balance factor of :meth:`balance`; without restraints the
+    configured weights are kept.  The factor multiplies every data term's
+    weight; one choice per set of data terms (and again every ``every``
+    cycles when set).
     """
 
     name = "rsr-search"
@@ -163,12 +193,15 @@ class RsrWeightSearch(WeightScheme):
 
     def weights(self, context, terms: dict[str, Term], current: dict[str, float]) -> dict[str, float]:
         data = frozenset(n for n, t in terms.items() if t.role == "target")
-        if not data or not self._has_geometry(context, terms):
+        restrained = any(t.role == "restraint" for t in terms.values())
+        if not data or not restrained:
             return dict(current)
+        key = data | {"restraints:" + ",".join(sorted(n for n, t in terms.items() if t.role == "restraint"))}
         every = self.options.every
-        if data not in self.factors or (every and context.cycle - self.factors[data][1] >= every):
-            self.factors[data] = (self.search(context, terms, current), context.cycle)
-        factor = self.factors[data][0]
+        if key not in self.factors or (every and context.cycle - self.factors[key][1] >= every):
+            choose = self.search if self._has_geometry(context, terms) else self.balance
+            self.factors[key] = (choose(context, terms, current), context.cycle)
+        factor = self.factors[key][0]
         return {n: w * factor if n in data else w for n, w in current.items()}
 
     @staticmethod
@@ -180,6 +213,60 @@ class RsrWeightSearch(WeightScheme):
                 if "rmsd_bonds" in stats and "rmsd_angles" in stats:
                     return True
         return False
+
+    # -------------------------------------------------------------- B refinement
+    def balance(self, context, terms: dict[str, Term], current: dict[str, float]) -> float:
+        """Data-weight factor adp_scale·‖∇R‖/‖∇D‖ over the fields the restraints act on.
+
+        ∇R, ∇D: weighted gradient sums of the restraints and data terms at
+        the current model.  When ∇R vanishes there (e.g. equal B values),
+        it is taken after moving those fields by a 1-unit rms step (1 Å²
+        for B) down the data gradient, then the model is restored.
+        """
+        model = context.model
+        data = {n: t for n, t in terms.items() if t.role == "target"}
+        restraints = {n: t for n, t in terms.items() if t.role != "target"}
+        g_r = self._gradient(model, restraints, current)
+        fields = [f for f, g in g_r.items() if g is not None]
+        g_d = self._gradient(model, data, current)
+        norm_d = np.sqrt(sum(float(np.vdot(g_d[f], g_d[f])) for f in fields if g_d.get(f) is not None))
+        if not fields or norm_d == 0.0:
+            raise InputError("weight scheme 'rsr-search': the data terms have no gradient with respect "
+                             f"to the restrained parameters ({', '.join(fields) or 'none'})")
+        norm_r = self._norm(g_r, fields)
+        if norm_r == 0.0:
+            saved = {f: getattr(model, f).copy() for f in fields}
+            n = sum(g_d[f].size for f in fields)
+            for f in fields:
+                getattr(model, f)[...] -= g_d[f] * (np.sqrt(n) / norm_d)
+            model.mark_changed()
+            norm_r = self._norm(self._gradient(model, restraints, current), fields)
+            for f in fields:
+                getattr(model, f)[...] = saved[f]
+            model.mark_changed()
+        factor = self.options.adp_scale * norm_r / norm_d
+        self.report[f"balance:{','.join(sorted(data))}"] = factor
+        context.log(f"rsr weight ({', '.join(sorted(data))} with {', '.join(sorted(restraints))}, "
+                    f"{', '.join(fields)}): data weight factor {factor:.4g} from the gradient balance")
+        return factor
+
+    @staticmethod
+    def _gradient(model: AtomModel, terms: dict[str, Term], current: dict[str, float]) -> dict:
+        """Weighted gradient sum of ``terms``: field name → array (None: no term has it)."""
+        total: dict[str, np.ndarray | None] = {}
+        for name, term in terms.items():
+            grad = term.evaluate(model, want_grad=True).gradient
+            for f in ("xyz", "b_iso", "u_aniso", "occ"):
+                g = getattr(grad, f, None) if grad is not None else None
+                if g is not None:
+                    total[f] = total.get(f, 0.0) + current[name] * np.asarray(g, dtype=np.float64)
+                else:
+                    total.setdefault(f, None)
+        return total
+
+    @staticmethod
+    def _norm(grad: dict, fields: list[str]) -> float:
+        return float(np.sqrt(sum(float(np.vdot(grad[f], grad[f])) for f in fields if grad.get(f) is not None)))
 
     # -------------------------------------------------------------- search
     def search(self, context, terms: dict[str, Term], current: dict[str, float]) -> float:
@@ -199,7 +286,8 @@ class RsrWeightSearch(WeightScheme):
         st = context.model.to_structure()
         segments = [self._segment(context, terms, current, st, ci, ri) for ci, ri in windows]
         w_ref = float(np.median([s.reference_weight() for s in segments]))
-        chosen = np.array([s.choose(w_ref, o) for s in segments])
+        limits = o.limits(context.data.resolution)
+        chosen = np.array([s.choose(w_ref, o, limits) for s in segments])
         valid = np.isfinite(chosen)
         if not valid.any():
             factor, kept = w_ref * 10 ** (-3 * o.span), valid
@@ -211,13 +299,14 @@ class RsrWeightSearch(WeightScheme):
             kept[np.flatnonzero(valid)[kept_valid]] = True
             note = ""
         seconds = time.perf_counter() - start
-        self.report = {"weight_factor": factor, "w_ref": w_ref, "segments": len(segments),
-                       "kept": int(kept.sum()),
-                       "segment_weights": [float(w) if np.isfinite(w) else None for w in chosen],
-                       "seconds": seconds}
+        self.report.update({"weight_factor": factor, "w_ref": w_ref, "segments": len(segments),
+                            "kept": int(kept.sum()),
+                            "segment_weights": [float(w) if np.isfinite(w) else None for w in chosen],
+                            "bond_rmsd_max": limits[0], "angle_rmsd_max": limits[1],
+                            "seconds": seconds})
         context.log(f"rsr weight search: {len(segments)} segments of {o.segment_length} residues, "
                     f"{kept.sum()} kept, data weight factor {factor:.4g} "
-                    f"(ladder centre {w_ref:.3g}) in {seconds:.1f} s"
+                    f"(ladder centre {w_ref:.3g}; limits {limits[0]:.3g} Å, {limits[1]:.3g}°) in {seconds:.1f} s"
                     + (f"; {note}" if note else ""))
         return factor
 
@@ -283,7 +372,8 @@ class Segment:
         self._set(self.start)
         return fit, bonds, angles
 
-    def choose(self, w_ref: float, o: RsrSearchOptions) -> float:
+    def choose(self, w_ref: float, o: RsrSearchOptions,
+               limits: tuple[float, float] | None = None) -> float:
         """The ladder weight with the best fit among those with acceptable geometry (NaN: none).
 
         Ladder: w_k = w_ref·10^(−span + k·δ), δ = 2·span/(n_weights − 1).
@@ -292,15 +382,17 @@ class Segment:
         over the rungs (extending the ladder by up to its own length above or
         below when every / no rung is acceptable), about log2(n_weights) + 2
         trials per segment.  The best fit among the acceptable rungs tried
-        is returned.
+        is returned.  ``limits``: (bond Å, angle degrees) rmsd limits, by
+        default the options' (the search passes :meth:`RsrSearchOptions.limits`).
         """
+        bond_max, angle_max = limits if limits is not None else (o.bond_rmsd_max, o.angle_rmsd_max)
         n, step = o.n_weights, 2.0 * o.span / (o.n_weights - 1)
         tried: dict[int, tuple[float, bool]] = {}
 
         def ok(k: int) -> bool:
             if k not in tried:
                 fit, bonds, angles = self.trial(w_ref * 10 ** (-o.span + k * step), o.max_iter)
-                tried[k] = (fit, bonds <= o.bond_rmsd_max and angles <= o.angle_rmsd_max)
+                tried[k] = (fit, bonds <= bond_max and angles <= angle_max)
             return tried[k][1]
 
         lo, hi = 0, n - 1  # invariant once bracketed: ok(lo) and not ok(hi)

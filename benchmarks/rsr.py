@@ -1,12 +1,16 @@
-"""Seconds per map-value target+gradient evaluation (and one FFT Fcalc+gradient pass to compare).
+"""Seconds per real-space target+gradient evaluation, beside one FFT Fcalc+gradient pass.
 
-Usage: /tmp/venv/bin/python benchmarks/bench_map_value.py [--fcalc]
+Usage: /tmp/venv/bin/python benchmarks/rsr.py [--no-fcalc]
+
+Times ``map-value`` (both interpolations; the cryo-em preset's xyz target)
+and ``map-cc`` at d = 3 Å (its B target: a model map and its adjoint, two
+FFT Fcalc passes of the box) on:
 
 * 6i5a: its cryo-EM box map and model (2,393 atoms, 46×70×43 grid).
 * 4iid: the crystal model's coordinates (~15k atoms) in a P1 box map with
   1.0 Å voxels and a 5 Å margin, filled with the model's own density
   (gemmi DensityCalculatorX), as a cryo-EM-like box.
-With ``--fcalc`` also times one FftFcalc calc + gradient for the box's P1
+Unless ``--no-fcalc``, also times one FftFcalc calc + gradient for the box's P1
 reflections to d just above Nyquist (2 × grid step) (the reciprocal-space alternative).
 """
 
@@ -22,8 +26,15 @@ import numpy as np
 
 from refinekit.plugin_api import AtomModel, MapData
 from refinekit.plugin_api.numerics.maps import grid_step, p1_hkl
+from refinekit.plugins.electron_tables.table import ElectronTable
+from refinekit.plugins.fcalc_fft.engine import FftFcalc
+from refinekit.plugins.map_cc.term import MapCCTerm
 from refinekit.plugins.map_io.ccp4 import read_ccp4
 from refinekit.plugins.map_value.term import MapValueTerm
+from refinekit.plugins.xray_tables.table import XrayTable
+
+#: d (Å) of the map-cc model map
+CC_RESOLUTION = 3.0
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -52,7 +63,8 @@ def box_map_for(model: AtomModel, voxel: float = 1.0, margin: float = 5.0) -> tu
     calc.grid.spacegroup = gemmi.SpaceGroup("P 1")
     calc.grid.set_size(*shape)
     calc.add_model_density_to_grid(st[0])
-    m = MapData(np.array(calc.grid, dtype=np.float32), cell, gemmi.SpaceGroup("P 1"), shape)
+    m = MapData(np.array(calc.grid, dtype=np.float32), cell, gemmi.SpaceGroup("P 1"), shape,
+                resolution=CC_RESOLUTION)
     return m, AtomModel.from_structure(st)
 
 
@@ -63,9 +75,14 @@ def bench(label: str, m: MapData, model: AtomModel, fcalc: bool) -> None:
         wall, cpu = per_call(lambda: term.evaluate(model))
         print(f"{label}: {model.n_atoms} atoms, grid {m.values.shape}, map-value {kind}: "
               f"{wall * 1e3:.2f} ms wall, {cpu * 1e3:.2f} ms CPU")
+    electron = FftFcalc()
+    electron.use_table(ElectronTable())
+    term = MapCCTerm(MapCCTerm.Options(resolution=CC_RESOLUTION))
+    term.setup(SimpleNamespace(data=m, model=model, fcalc=electron))
+    wall, cpu = per_call(lambda: term.evaluate(model), repeats=3)
+    print(f"{label}: map-cc (d {CC_RESOLUTION:g} Å, {len(term.mapper.hkl)} reflections, mask "
+          f"{len(term.mask)} points): {wall * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms CPU")
     if fcalc:
-        from refinekit.plugins.fcalc_fft.engine import FftFcalc
-        from refinekit.plugins.xray_tables.table import XrayTable
         engine = FftFcalc()
         engine.use_table(XrayTable())
         d = 2.0 * float(grid_step(m).max()) * 1.001
@@ -80,9 +97,9 @@ def bench(label: str, m: MapData, model: AtomModel, fcalc: bool) -> None:
 
 
 def main() -> None:
-    fcalc = "--fcalc" in sys.argv
+    fcalc = "--no-fcalc" not in sys.argv
     em = DATA / "6i5a_tmv_em_box"
-    m = read_ccp4(str(em / "6i5a_box.ccp4"))
+    m = read_ccp4(str(em / "6i5a_box.ccp4"), resolution=CC_RESOLUTION)
     model = AtomModel.from_structure(gemmi.read_structure(str(em / "6i5a_box_complete.pdb")))
     bench("6i5a", m, model, fcalc)
     big = AtomModel.from_structure(gemmi.read_structure(str(DATA / "4iid_glyco_2chain" / "4iid.pdb")))
