@@ -238,6 +238,24 @@ def test_rsr_6i5a_raises_cc_mask_with_good_geometry(tmp_path, capsys):
     assert "CC_mask" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_rsr_6i5a_at_the_catalogue_definition_ends_above_its_cc_mask(tmp_path):
+    """The catalogue's "CC_mask 0.84" for 6i5a is our CC_mask (2.5 Å mask) at d ≈ 2.45 Å
+    (docs/benchmarks.md: 0.848 at 2.4 Å, 0.826 at 2.6 Å; the map supports ≈ 2.3 Å).
+
+    Measured: 0.8428 → 0.8879 (one cycle 0.8879, five 0.8879), bonds 0.0121 Å, angles 1.55°.
+    """
+    model_path, map_path = em_paths()
+    out = tmp_path / "out"
+    assert main(["rsr", model_path, map_path, "--resolution", "2.45", "--cycles", "1",
+                 "-o", str(out)]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    start, final = stats["start"], stats["final"]
+    assert start["cc_mask"] == pytest.approx(0.84, abs=0.01)
+    assert final["cc_mask"] > 0.86
+    assert final["rmsd_bonds"] <= 0.02 and final["rmsd_angles"] <= 2.0
+
+
 def protein_xyz(path) -> dict:
     """Non-H amino-acid atom positions keyed by (chain, residue, atom, altloc)."""
     st = gemmi.read_structure(str(path))
