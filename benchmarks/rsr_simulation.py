@@ -28,7 +28,7 @@ with the ``cryo-em`` preset (``refinekit.rsr.rsr``) starting from
   atoms, σ = 4 Å), scaled to the target rms, then regularised by a
   geometry-only minimisation (geometry term + xyz + L-BFGS through the
   kernel) so the start is chemically sensible; the regularised start is
-  rescaled once more to the target rms and regularised again.
+  rescaled to the target rms and regularised again, twice.
 
 Refinement: the ``cryo-em`` preset with its stages replaced by xyz-only
 cycles (the paper's test refines coordinates; the preset's B step would
@@ -285,26 +285,39 @@ def table_text(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> bool:
-    """rmsd end vs resolution, one line per (B, shift); paper's exact-model drift for reference."""
+    """rmsd after RSR vs resolution, one panel per overall B, one line per start shift.
+
+    Dashed lines: the mean starting rmsd of each shift (a point below its
+    line ended closer to the reference); stars: the paper's exact-model drift.
+    """
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for b in sorted({r["b"] for r in rows}):
-        for shift in sorted({r["shift"] for r in rows}):
+    bs = sorted({r["b"] for r in rows})
+    fig, axes = plt.subplots(1, len(bs), figsize=(4 * len(bs), 4), sharey=True, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, b in zip(axes[0], bs):
+        for k, shift in enumerate(sorted({r["shift"] for r in rows})):
             rs = sorted((r for r in rows if r["b"] == b and r["shift"] == shift), key=lambda r: r["d"])
-            if rs:
-                ax.plot([r["d"] for r in rs], [r["rmsd_end_mean"] for r in rs], marker="o",
-                        label=f"B {b:g}, start {shift:g} Å")
-    ax.plot(list(PAPER_EXACT), list(PAPER_EXACT.values()), "k*", markersize=10, label="paper, exact model")
-    ax.set_xlabel("map resolution d (Å)")
-    ax.set_ylabel("rmsd to reference after RSR (Å)")
-    ax.legend(fontsize=7, ncol=2)
+            if not rs:
+                continue
+            c = colours[k % len(colours)]
+            end = np.array([r["rmsd_end_mean"] for r in rs])
+            top = np.array([r["rmsd_end_max"] for r in rs]) - end
+            ax.errorbar([r["d"] for r in rs], end, yerr=[np.zeros_like(top), top], color=c, marker="o",
+                        capsize=2, label="exact model" if shift == 0 else f"start {shift:g} Å")
+            if shift > 0:
+                ax.axhline(np.mean([r["rmsd_start_mean"] for r in rs]), color=c, ls="--", lw=0.8)
+        ax.plot(list(PAPER_EXACT), list(PAPER_EXACT.values()), "k*", markersize=9, label="paper, exact model")
+        ax.set_title(f"overall B = {b:g} Å²")
+        ax.set_xlabel("map resolution d (Å)")
+    axes[0][0].set_ylabel("rmsd to reference after RSR (Å)\n(mean, bar to max; dashed: start)")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
@@ -382,10 +395,19 @@ def write_summary(records: list[dict], out: Path) -> None:
 
 
 def combine(dirs: list[Path], out: Path) -> None:
-    """Merge the records of several runs' results.json (same reference and starts) into ``out``."""
-    records = []
+    """Merge the records of several runs' results.json (same reference and starts) into ``out``.
+
+    A (d, B) setting present in several runs is taken from the last of ``dirs`` that has it.
+    """
+    records, setup = [], {}
     for d in dirs:
-        records.extend(json.loads((d / "results.json").read_text())["records"])
+        res = json.loads((d / "results.json").read_text())
+        same = {k: res["args"][k] for k in ("residues", "seed", "pull_sigma", "shifts", "copies")}
+        if setup and same != setup:
+            raise SystemExit(f"{d}: not the same reference and starts as {dirs[0]} ({same} vs {setup})")
+        setup = same
+        rerun = {(r["d"], r["b"]) for r in res["records"]}  # a later run of a setting replaces it
+        records = [r for r in records if (r["d"], r["b"]) not in rerun] + res["records"]
     out.mkdir(parents=True, exist_ok=True)
     write_summary(records, out)
 

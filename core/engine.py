@@ -314,12 +314,61 @@ class Run:
 
         start = time.perf_counter()
         x_start = np.concatenate(x0)
-        f_start = fun(x_start)[0]
-        result = self.optimizer.minimize(fun, x_start, lower, upper, max_iter)
-        apply(result.x)
+        scale = self._block_scales(params, active, weights, x0) if len(params) > 1 else None
+        if scale is None:
+            scale = np.ones(len(x_start))
+
+        def scaled(y: np.ndarray) -> tuple[float, np.ndarray]:
+            value, g = fun(y / scale)
+            return value, g / scale
+
+        f_start = scaled(x_start * scale)[0]
+        result = self.optimizer.minimize(scaled, x_start * scale, lower * scale, upper * scale,
+                                         max_iter)
+        apply(result.x / scale)
         return {"target_start": f_start, "target": result.value,
                 "n_evaluations": result.n_evaluations,
                 "minimize_seconds": time.perf_counter() - start}
+
+    def _block_scales(self, params: list[Parameterization], active: dict[str, Term],
+                      weights: dict[str, float], x0: list[np.ndarray]) -> np.ndarray | None:
+        """Per-parameter factors √c̄_k putting the blocks of a joint minimisation on one scale.
+
+        Parameters of different kinds (Å for xyz, Å² for B) differ in
+        curvature by orders of magnitude (1l2h: ≈700 for xyz against B under
+        the ML target), which a quasi-Newton method started from a scalar
+        Hessian copes with badly.  Each block k is therefore minimised in
+        y = √c̄_k · p, with c̄_k its mean diagonal curvature
+        Σ_i w_i ∂²T_i/∂p² / n_k, estimated from the terms' diagonal atomic
+        curvatures C (``evaluate(want_curv=True)``) along one random ±1
+        vector v of the block: c̄_k ≈ Σ C·(J v)²/n_k, J v the atomic change
+        per unit parameter change (from ``apply``; exact for linear maps).
+        None (no scaling) when a term gives no curvature or a non-empty block
+        has none.
+        """
+        model = self.model
+        curv = AtomGradient(model.n_atoms)
+        for name, term in active.items():
+            res = term.evaluate(model, want_grad=False, want_curv=True)
+            if res.curvature is None:
+                return None
+            curv.add(res.curvature, weights[name])
+        fields = curv.present()
+        base = {f: np.array(getattr(model, f), dtype=float) for f in fields}
+        rng = np.random.default_rng(0)
+        step = 1e-4
+        out = []
+        for p, x in zip(params, x0):
+            v = rng.choice([-1.0, 1.0], size=len(x))
+            p.apply(x + step * v, model)
+            moved = {f: (np.asarray(getattr(model, f), float) - base[f]) / step for f in fields}
+            p.apply(x, model)
+            mean = sum(float(np.sum(getattr(curv, f) * moved[f] ** 2)) for f in fields)
+            mean /= max(len(x), 1)
+            usable = (mean > 0 and np.isfinite(mean)) or len(x) == 0  # an empty block needs none
+            out.append(np.full(len(x), np.sqrt(max(mean, 0.0))) if usable else None)
+        model.mark_changed()
+        return None if any(o is None for o in out) else np.concatenate(out)
 
     # ------------------------------------------------------------ macro-cycles
     def log(self, message: str) -> None:

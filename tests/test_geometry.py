@@ -98,6 +98,39 @@ def test_adp_similarity_gradient_and_curvature(m1l2h):
     assert term.statistics(model)["n_b_pairs"] > term_bonds(model)
 
 
+def test_adp_similarity_kl_form_gradient_curvature_and_hydrogens(m1l2h):
+    """form = "kl": Σ 1.5 (B_i − B_j)²/(B_i B_j σ²) with exact gradient and diagonal curvature;
+    hydrogens = false drops every pair with a hydrogen."""
+    from refinekit.plugins.geometry.hydrogens import HydrogenOptions, Hydrogens
+
+    model, _ = Hydrogens(HydrogenOptions(monlib=MONLIB, mode="add")).prepare(m1l2h.copy())
+    model.b_iso = np.abs(model.b_iso + np.random.default_rng(4).normal(scale=3.0, size=model.n_atoms)) + 2
+    ctx = types.SimpleNamespace(model=model)
+    term = AdpSimilarity(AdpSimilarityOptions(monlib=MONLIB, form="kl"))
+    term.setup(ctx)
+    i, j = term.pairs.T
+    expected = np.sum(1.5 * (model.b_iso[i] - model.b_iso[j]) ** 2
+                      / (model.b_iso[i] * model.b_iso[j] * term.sigma ** 2))
+    assert term.evaluate(model, want_grad=False).value == pytest.approx(expected, rel=1e-12)
+    assert set(np.unique(term.sigma)) == {0.1, 0.15}
+    report = testing.check_term_gradient(term, model, fields=("b_iso",), n_samples=60)
+    assert report.ok, report
+    curv = term.evaluate(model, want_curv=True).curvature.b_iso
+    k, h = 17, 1e-3
+    values = []
+    for delta in (-h, 0.0, h):
+        model.b_iso[k] += delta
+        values.append(term.evaluate(model, want_grad=False).value)
+        model.b_iso[k] -= delta
+    assert curv[k] == pytest.approx((values[0] - 2 * values[1] + values[2]) / h**2, rel=1e-4)
+    no_h = AdpSimilarity(AdpSimilarityOptions(monlib=MONLIB, form="kl", hydrogens=False))
+    no_h.setup(ctx)
+    hydrogen = model.is_hydrogen
+    assert hydrogen[term.pairs].any() and not hydrogen[no_h.pairs].any()
+    keep = ~hydrogen[term.pairs].any(axis=1)
+    np.testing.assert_array_equal(no_h.pairs, term.pairs[keep])
+
+
 def term_bonds(model: AtomModel) -> int:
     return int(geometry(model, nonbonded=False).statistics(model)["n_bonds"])
 

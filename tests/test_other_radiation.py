@@ -225,7 +225,8 @@ def test_electron_diffraction_refines_with_the_electron_table(tmp_path, capsys):
     assert "scattering table: electron (experiment method ELECTRON CRYSTALLOGRAPHY)" in log
     assert stats["final"]["r_work"] < 0.03  # gemmi's electron amplitudes to the 3 % noise level
     shifted, _ = electron_inputs(tmp_path, 0.15)
-    stats, log = refine(["refine", shifted, data, "--preset", "xray", "--config", cfg, "--cycles", "2",
+    # 3 cycles of 5 xyz iterations (the xray preset's joint xyz + B step): R-work 0.31 → 0.031
+    stats, log = refine(["refine", shifted, data, "--preset", "xray", "--config", cfg, "--cycles", "3",
                          *ligands("DPN", "MLE", "MOH")], tmp_path / "e1", capsys)
     start, final = stats["cycles"][0], stats["final"]
     assert final["scattering_table"] == "electron"

@@ -153,6 +153,30 @@ def test_overall_b_blurs_by_the_fourier_factor():
     assert sharp.values.std() > m.values.std()
 
 
+def gaussian_spectrum_map(b: float, n: int = 80, edge: float = 40.0) -> MapData:
+    """A periodic cubic map with random phases and power |F|² ∝ exp(−B s²/2) (B in Å²)."""
+    cell = gemmi.UnitCell(edge, edge, edge, 90, 90, 90)
+    s2 = maps.box_s2(cell, (n, n, n))
+    rng = np.random.default_rng(1)
+    f = np.exp(-0.25 * b * s2) * np.exp(2j * np.pi * rng.random(s2.shape))
+    values = np.fft.irfftn(f, s=(n, n, n), axes=(0, 1, 2))
+    return MapData(values=values.astype(np.float32), cell=cell, spacegroup=gemmi.SpaceGroup("P 1"),
+                   grid_shape=(n, n, n))
+
+
+def test_d99_matches_the_gaussian_spectrum_and_grows_with_blur():
+    """For |F|² ∝ exp(−B s²/2) the cumulative power up to s is the χ²(3) CDF of B s², so
+    d99 = √B / √(χ²₃ quantile at 0.99²); blurring by B' moves it to √(B + B') / ..."""
+    import scipy.stats
+    q = np.sqrt(scipy.stats.chi2.ppf(0.99 ** 2, 3))
+    m = gaussian_spectrum_map(100.0)
+    assert maps.d99(m) == pytest.approx(10.0 / q, rel=0.03)  # 3.18 Å; Nyquist 1 Å
+    assert maps.d99(maps.apply_overall_b(m, 100.0)) == pytest.approx(np.sqrt(200.0) / q, rel=0.03)
+    assert maps.d99(em_map()) == pytest.approx(2.30, abs=0.05)  # 6i5a: the map supports ≈ 2.3 Å
+    with pytest.raises(InputError, match="constant"):
+        maps.d99(replace(m, values=np.ones_like(m.values)))
+
+
 # ----------------------------------------------------------------- bad input
 def _write(tmp_path, values, name="m.ccp4", cell=(10, 10, 10, 90, 90, 90)):
     m = MapData(values=np.asarray(values, np.float32), cell=gemmi.UnitCell(*cell),

@@ -118,6 +118,21 @@ def test_rmsd_limits_tighten_as_the_inverse_square_of_resolution():
     assert seg.choose(10.0, o) == pytest.approx(10.0 ** 1.25)  # 0.02 Å: the rung below w = 20
 
 
+def test_limits_follow_the_resolution_of_a_blurred_map():
+    """The rmsd-limit rule uses max(d, d99): 6i5a (d99 ≈ 2.3 Å) keeps its nominal 3 Å, the same
+    map blurred by B = 200 Å² counts as a ≈ 5 Å map, and use_d99 = false keeps the nominal d."""
+    from refinekit.plugin_api.numerics.maps import apply_overall_b, d99
+
+    m = read_ccp4(em_paths()[1], resolution=3.0)
+    scheme = RsrWeightSearch()
+    assert scheme._limit_resolution(m) == 3.0 and scheme.report["d99"] == pytest.approx(2.30, abs=0.05)
+    blurred = apply_overall_b(m, 200.0)
+    d_blur = scheme._limit_resolution(blurred)
+    assert d_blur == pytest.approx(d99(blurred)) and d_blur > 4.5
+    assert scheme.options.limits(d_blur)[0] < 0.01
+    assert RsrWeightSearch(RsrSearchOptions(use_d99=False))._limit_resolution(blurred) == 3.0
+
+
 def test_segment_trials_trade_fit_for_geometry_on_real_data():
     """The monotonic premise of the bisection, on a real 5-residue segment in the 6i5a map."""
     model, m = em_model(), read_ccp4(em_paths()[1], resolution=3.0)

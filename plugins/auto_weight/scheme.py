@@ -83,8 +83,8 @@ class AutoWeightOptions:
     adp_scale: float = 1.0
     max_change: float = 3.0
     settling: float = 0.15
-    min_factor: float = 1e-3
-    max_factor: float = 1e4
+    min_factor: float = 1e-6
+    max_factor: float = 1e8
 
     def validate(self) -> None:
         if not 0 < self.bond_rmsd_min < self.bond_rmsd_max:

@@ -24,6 +24,7 @@ from .nonbonded import Nonbonded, VdwParameters
 from .topology import RestraintTables, build_tables, select_torsions
 
 _DUMMY = np.zeros((1, 3))
+B_MIN_KL = 1.0  # Å²; smaller B (e.g. of anisotropic atoms with B_iso 0) enter the KL form as this
 
 
 @dataclass
@@ -216,6 +217,16 @@ class GeometryRestraint(Restraint):
         return stats
 
 
+def _kl_pairs(bi: np.ndarray, bj: np.ndarray, sigma: np.ndarray):
+    """Σ w(B_i/B_j + B_j/B_i − 2), w = 3/(2σ²) (the symmetrised KL divergence of isotropic
+    Gaussians over σ²); returns the value, and per pair ∂/∂B_i, ∂/∂B_j, ∂²/∂B_i², ∂²/∂B_j²."""
+    w = 1.5 / sigma ** 2
+    value = float(np.sum(w * (bi - bj) ** 2 / (bi * bj)))
+    gi = w * (1.0 / bj - bj / bi ** 2)
+    gj = w * (1.0 / bi - bi / bj ** 2)
+    return value, gi, gj, 2.0 * w * bj / bi ** 3, 2.0 * w * bi / bj ** 3
+
+
 def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
 
@@ -223,24 +234,41 @@ def _rms(x: np.ndarray) -> float:
 # ------------------------------------------------------------------ ADP similarity
 @dataclass
 class AdpSimilarityOptions(LibraryOptions):
-    """σ (Å²) for B differences of bonded (1-2) and angle-end (1-3) pairs."""
+    """Form and σ of the B similarity of bonded (1-2) and angle-end (1-3) pairs.
 
+    ``form``: "difference" — ((B_i − B_j)/σ)² with σ = ``sigma_bond`` /
+    ``sigma_angle`` (Å²); "kl" — the symmetrised Kullback–Leibler divergence
+    of the two atoms' isotropic Gaussians over σ², σ = ``kl_sigma_bond`` /
+    ``kl_sigma_angle`` (dimensionless).  ``hydrogens``: false leaves out
+    pairs with a hydrogen (riding H whose B follow their parent's: such pairs
+    repeat the parent's own pairs, over-weighting the restraint).
+    """
+
+    form: Literal["difference", "kl"] = "difference"
     sigma_bond: float = 1.5
     sigma_angle: float = 2.0
+    kl_sigma_bond: float = 0.1
+    kl_sigma_angle: float = 0.15
     include_angles: bool = True
+    hydrogens: bool = True
 
     def validate(self) -> None:
         super().validate()
-        if self.sigma_bond <= 0 or self.sigma_angle <= 0:
-            raise ValueError("sigma_bond and sigma_angle must be > 0 Å²")
+        if min(self.sigma_bond, self.sigma_angle, self.kl_sigma_bond, self.kl_sigma_angle) <= 0:
+            raise ValueError("sigma_bond, sigma_angle, kl_sigma_bond and kl_sigma_angle must be > 0")
 
 
 class AdpSimilarity(Restraint):
     """Similarity of isotropic B between covalent neighbours.
 
-    T = Σ_pairs ((B_i − B_j)/σ)², pairs from the monomer-library topology
-    (bonds, σ = sigma_bond; 1-3 angle ends, σ = sigma_angle); REFMAC's B-value
-    restraints (Murshudov et al., Acta Cryst. D67, 355 (2011), §2.4).
+    Pairs from the monomer-library topology: bonds (σ_bond) and 1-3 angle
+    ends (σ_angle); REFMAC's B-value restraints (Murshudov et al., Acta
+    Cryst. D67, 355 (2011), §2.4).  ``form = "difference"``:
+    T = Σ ((B_i − B_j)/σ)².  ``form = "kl"``: T = Σ KL_ij/σ² with
+    KL_ij = KL(N_i‖N_j) + KL(N_j‖N_i) = (3/2)(B_i − B_j)²/(B_i B_j) for
+    isotropic Gaussians N = N(0, B/8π² I), the divergence REFMAC and
+    servalcat restrain ADPs with: a relative difference, looser for atoms
+    with large B (B below 1 Å² count as 1 Å²).  The diagonal curvature is exact in both forms.
     """
 
     name: ClassVar[str] = "adp-similarity"
@@ -252,13 +280,19 @@ class AdpSimilarity(Restraint):
             return
         self._built_for = key
         _, tables = load_tables(context.model, self.options)
-        self.pairs, self.sigma = self._pairs(tables)
+        pairs, sigma = self._pairs(tables)
+        if not self.options.hydrogens:
+            h = context.model.is_hydrogen
+            keep = ~(h[pairs[:, 0]] | h[pairs[:, 1]])
+            pairs, sigma = pairs[keep], sigma[keep]
+        self.pairs, self.sigma = pairs, sigma
 
     def _pairs(self, t: RestraintTables) -> tuple[np.ndarray, np.ndarray]:
         o = self.options
-        sets = [(t.bond_idx, o.sigma_bond)]
+        kl = o.form == "kl"
+        sets = [(t.bond_idx, o.kl_sigma_bond if kl else o.sigma_bond)]
         if o.include_angles:
-            sets.append((t.angle_idx[:, [0, 2]], o.sigma_angle))
+            sets.append((t.angle_idx[:, [0, 2]], o.kl_sigma_angle if kl else o.sigma_angle))
         pairs, sigma, seen = [], [], np.zeros(0, dtype=np.int64)
         n = t.n_atoms
         for idx, s in sets:
@@ -273,16 +307,24 @@ class AdpSimilarity(Restraint):
                  want_curv: bool = False) -> TermResult:
         b = model.b_iso
         i, j = self.pairs[:, 0], self.pairs[:, 1]
-        r = (b[i] - b[j]) / self.sigma
-        value = float(np.dot(r, r))
         n = model.n_atoms
+        if self.options.form == "kl":  # B below B_MIN_KL count as B_MIN_KL (the divergence needs B > 0)
+            bi, bj = np.maximum(b[i], B_MIN_KL), np.maximum(b[j], B_MIN_KL)
+            value, gi, gj, ci, cj = _kl_pairs(bi, bj, self.sigma)
+            for g, c, raw in ((gi, ci, b[i]), (gj, cj, b[j])):
+                g[raw < B_MIN_KL] = 0.0
+                c[raw < B_MIN_KL] = 0.0
+        else:
+            r = (b[i] - b[j]) / self.sigma
+            value = float(np.dot(r, r))
+            gi = 2.0 * r / self.sigma
+            gj = -gi
+            ci = cj = 2.0 / self.sigma ** 2
         grad = curv = None
         if want_grad:
-            g = 2.0 * r / self.sigma
-            grad = AtomGradient(n, b_iso=np.bincount(i, g, n) - np.bincount(j, g, n))
+            grad = AtomGradient(n, b_iso=np.bincount(i, gi, n) + np.bincount(j, gj, n))
         if want_curv:
-            c = 2.0 / self.sigma ** 2
-            curv = AtomGradient(n, b_iso=np.bincount(i, c, n) + np.bincount(j, c, n))
+            curv = AtomGradient(n, b_iso=np.bincount(i, ci, n) + np.bincount(j, cj, n))
         return TermResult(value, grad, curv)
 
     def statistics(self, model: AtomModel) -> dict[str, float]:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from refinekit.plugin_api import (AtomModel, FTarget, FTargetResult, InputError, ReflectionColumns,
-                                  ReflectionData, TermResult)
+from refinekit.plugin_api import (AtomGradient, AtomModel, FTarget, FTargetResult, InputError,
+                                  ReflectionColumns, ReflectionData, TermResult)
 from refinekit.plugin_api.numerics.reflections import (
     SigmaaParameters, epsilon_and_centric, fit_sigmaa, free_set_for, map_coefficient_columns,
     r_factors, rice_core, rice_fisher_information, sigmaa_map_coefficients)
@@ -189,14 +189,19 @@ class MLAmplitude(FTarget):
 
     def evaluate(self, model: AtomModel, want_grad: bool = True,
                  want_curv: bool = False) -> TermResult:
-        """−ln L over the work set; the gradient through one adjoint pass over ``calc_hkl``."""
+        """−ln L over the work set; the gradient through one adjoint pass over ``calc_hkl``;
+        the curvature is :func:`atom_fisher_diagonal` of the expected information."""
         _, fm = self.fmodel(model)
         res = self.target_f(fm, want_grad, want_curv)
+        curv = None
+        if want_curv:
+            curv = atom_fisher_diagonal(model, self.engine.table, self.reflections.d,
+                                        self.k_total ** 2 * res.curvature)
         if not want_grad:
-            return TermResult(res.value)
+            return TermResult(res.value, None, curv)
         dt_df = np.zeros(len(self.calc_hkl), dtype=np.complex128)
         dt_df[self.work_pos] = self.k_total * res.dT_dF  # F_model = k (F_c + F_part), real k
-        return TermResult(res.value, self.engine.gradient(model, self.calc_hkl, dt_df))
+        return TermResult(res.value, self.engine.gradient(model, self.calc_hkl, dt_df), curv)
 
     def _fit(self, context, free: ReflectionData, fm_free: np.ndarray) -> SigmaaParameters:
         """σA fit on the free set, or on work + free when the free set is small."""
@@ -249,6 +254,42 @@ class MLAmplitude(FTarget):
         fwt, delfwt, fom = sigmaa_map_coefficients(fo, sig, k_total * (fc + f_part), d_par, s_par,
                                                    eps, cen)
         return map_coefficient_columns(data, fwt, delfwt, fc, fom)
+
+
+def atom_fisher_diagonal(model: AtomModel, table, d: np.ndarray, info: np.ndarray,
+                         n_bins: int = 40) -> AtomGradient:
+    """Diagonal Gauss–Newton curvature of a reciprocal-space target for each atom's xyz and B.
+
+    ``info`` (per reflection, d-spacings ``d`` Å) is the expected ∂²T/∂A² of
+    the F_calc components.  With the atoms' contributions taken as having
+    independent phases (the diagonal of the Fisher information, as in
+    REFMAC's approximate second derivatives: Murshudov, Vagin & Dodson 1997,
+    Acta Cryst. D53, 240), atom j with occupancy q, form factor f(s) and B contributes
+    |∂F/∂x_a|² = n_ops (2π)² s²/3 · g² and |∂F/∂B|² = n_ops (s²/4)² · g²,
+    g = q f(s) exp(−B s²/4), to reflection h (n_ops symmetry copies, h_a²
+    averaged over directions: s²/3), so
+
+        ∂²T/∂x_a² ≈ Σ_h info_h n_ops (4π²/3) s² g²,
+        ∂²T/∂B²   ≈ Σ_h info_h n_ops (s²/4)² g².
+
+    The sums run over ``n_bins`` shells of equal reflection count (info-weighted
+    mean s² per shell).  Anisotropic atoms use B = 8π²·mean(U_ii).  Units:
+    per Å² for xyz, per Å⁴ for B.
+    """
+    s2 = 1.0 / np.asarray(d, float) ** 2
+    info = np.nan_to_num(np.asarray(info, float))
+    order = np.argsort(s2)
+    shells = [sh for sh in np.array_split(order, min(n_bins, max(len(order), 1))) if len(sh)]
+    weight = np.array([info[sh].sum() for sh in shells])
+    centre = np.array([np.dot(info[sh], s2[sh]) / w if w > 0 else s2[sh].mean()
+                       for sh, w in zip(shells, weight)])
+    b = np.where(model.has_aniso, 8 * np.pi ** 2 * model.u_aniso[:, :3].mean(axis=1), model.b_iso)
+    f = table.coefficients(model.element, model.charge).evaluate(centre)
+    g2 = (model.occ[:, None] * f) ** 2 * np.exp(-np.outer(b, centre) / 2.0)
+    n_ops = len(model.spacegroup.operations())
+    cx = n_ops * (4 * np.pi ** 2 / 3) * g2 @ (weight * centre)
+    cb = n_ops * g2 @ (weight * (centre / 4.0) ** 2)
+    return AtomGradient(model.n_atoms, xyz=np.repeat(cx[:, None], 3, axis=1), b_iso=cb)
 
 
 def _expand(res: FTargetResult, valid: np.ndarray) -> FTargetResult:

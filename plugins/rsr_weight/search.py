@@ -35,6 +35,7 @@ import numpy as np
 import scipy.optimize
 
 from refinekit.plugin_api import AtomModel, ConfigError, InputError, MapData, Term, WeightScheme
+from refinekit.plugin_api.numerics.maps import d99
 
 
 @dataclass
@@ -54,7 +55,11 @@ class RsrSearchOptions:
     map of resolution d > tighten_start the rmsd limits are multiplied by
     (tighten_start/d)^tighten_power (low-resolution maps hold the atoms
     weakly: with the 3 Å limits the simulated exact model drifts 0.6–0.9 Å
-    at 4–6 Å; docs/benchmarks.md); 0 switches this off.
+    at 4–6 Å; docs/benchmarks.md); 0 switches this off; use_d99: the
+    resolution of that rule is max(d, d99), d99 the map's own resolution
+    (Afonine et al. 2018, Acta Cryst. D74, 814–840): a map blurred by a
+    large overall B holds the atoms as weakly as a low-resolution one,
+    whatever its nominal d (simulated 1 Å maps with B = 200 Å² have d99 ≈ 5 Å).
     """
 
     segment_length: int = 5
@@ -70,6 +75,7 @@ class RsrSearchOptions:
     adp_scale: float = 1.0
     tighten_start: float = 3.0
     tighten_power: float = 2.0
+    use_d99: bool = True
 
     def validate(self) -> None:
         if self.segment_length < 2 or self.n_segments < 1 or self.n_weights < 2:
@@ -91,6 +97,14 @@ class RsrSearchOptions:
             return self.bond_rmsd_max, self.angle_rmsd_max
         f = (self.tighten_start / d) ** self.tighten_power
         return self.bond_rmsd_max * f, self.angle_rmsd_max * f
+
+
+def _for_resolution(report: dict) -> str:
+    """" for d X Å (d99 Y Å)" for the search's log line ("" when no resolution is known)."""
+    d = report.get("limit_resolution")
+    if d is None:
+        return ""
+    return f" for d {d:.2f} Å" + (f" (map d99 {report['d99']:.2f} Å)" if "d99" in report else "")
 
 
 class SegmentContext:
@@ -286,7 +300,7 @@ class RsrWeightSearch(WeightScheme):
         st = context.model.to_structure()
         segments = [self._segment(context, terms, current, st, ci, ri) for ci, ri in windows]
         w_ref = float(np.median([s.reference_weight() for s in segments]))
-        limits = o.limits(context.data.resolution)
+        limits = o.limits(self._limit_resolution(context.data))
         chosen = np.array([s.choose(w_ref, o, limits) for s in segments])
         valid = np.isfinite(chosen)
         if not valid.any():
@@ -306,9 +320,19 @@ class RsrWeightSearch(WeightScheme):
                             "seconds": seconds})
         context.log(f"rsr weight search: {len(segments)} segments of {o.segment_length} residues, "
                     f"{kept.sum()} kept, data weight factor {factor:.4g} "
-                    f"(ladder centre {w_ref:.3g}; limits {limits[0]:.3g} Å, {limits[1]:.3g}°) in {seconds:.1f} s"
+                    f"(ladder centre {w_ref:.3g}; limits {limits[0]:.3g} Å, {limits[1]:.3g}°"
+                    f"{_for_resolution(self.report)}) in {seconds:.1f} s"
                     + (f"; {note}" if note else ""))
         return factor
+
+    def _limit_resolution(self, m: MapData) -> float | None:
+        """The resolution (Å) the rmsd limits are set for: max(d, d99) or the nominal d."""
+        d = m.resolution
+        if self.options.use_d99:
+            self.report["d99"] = d99(m)
+            d = self.report["d99"] if d is None else max(d, self.report["d99"])
+        self.report["limit_resolution"] = d
+        return d
 
     def _segment(self, context, terms, current, st, ci, ri) -> "Segment":
         model = segment_model(st, ci, ri, self.options.segment_length)
