@@ -156,6 +156,8 @@ def test_neutron_1v9g_refines_with_neutron_table(tmp_path, capsys):
     start, final = stats["cycles"][0], stats["final"]
     assert final["scattering_table"] == "neutron"
     assert "scattering table: neutron (experiment method NEUTRON DIFFRACTION)" in log
+    print(f"1v9g neutron: R-work {start['r_work']:.4f} -> {final['r_work']:.4f}, R-free "
+          f"{start['r_free']:.4f} -> {final['r_free']:.4f}")
     assert start["rmsd_bonds"] < 0.012  # the deposited model meets the restraints (D included)
     assert final["r_work"] < start["r_work"] - 0.02
     assert final["r_free"] < start["r_free"] + 0.01
@@ -180,6 +182,8 @@ def test_6mw0_is_xray_data_and_refines_with_the_xray_table(tmp_path, capsys):
     start, final = stats["cycles"][0], stats["final"]
     assert final["scattering_table"] == "xray"
     assert "scattering table: xray (experiment method X-RAY DIFFRACTION)" in log
+    print(f"6mw0 x-ray: R-work {start['r_work']:.4f} -> {final['r_work']:.4f}, R-free "
+          f"{start['r_free']:.4f} -> {final['r_free']:.4f}")
     assert "free=generated 5 % test set (column status has no status 'f'" in log
     assert final["r_work"] < start["r_work"]
     assert final["rmsd_bonds"] < start["rmsd_bonds"]
@@ -230,5 +234,7 @@ def test_electron_diffraction_refines_with_the_electron_table(tmp_path, capsys):
                          *ligands("DPN", "MLE", "MOH")], tmp_path / "e1", capsys)
     start, final = stats["cycles"][0], stats["final"]
     assert final["scattering_table"] == "electron"
+    print(f"6mw0 electron (synthetic): R-work {start['r_work']:.4f} -> {final['r_work']:.4f}, "
+          f"R-free {start['r_free']:.4f} -> {final['r_free']:.4f}")
     assert "scattering table: electron (experiment method ELECTRON CRYSTALLOGRAPHY)" in log
     assert start["r_work"] > 0.2 and final["r_work"] < 0.04 and final["r_free"] < 0.05
