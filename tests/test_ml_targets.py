@@ -360,3 +360,31 @@ def test_atom_curvature_is_close_to_the_second_derivative(l2h):
         r = np.array(r)
         assert np.all((r > 0.2) & (r < 10)), (field, r)
         assert 0.5 < np.median(r) < 2.0, (field, r)
+
+
+def test_sigmaa_fitting_set_pools_work_and_free_only_when_free_is_small():
+    from dataclasses import dataclass
+
+    from refinekit.plugin_api.numerics.reflections import sigmaa_fitting_set
+
+    @dataclass
+    class Lik:
+        f_obs: np.ndarray
+        eps: np.ndarray
+
+    work, free = Lik(np.arange(5.0), np.ones(5)), Lik(np.arange(3.0) + 10, np.full(3, 2.0))
+    calls, said = [], []
+
+    def work_fc():
+        calls.append(1)
+        return np.full(5, 7.0)
+
+    args = (free, work, ("f_obs", "eps"), np.full(3, 9.0), np.full(3, 2.0), work_fc, np.full(5, 3.0))
+    lik, fc, d, used = sigmaa_fitting_set(*args, min_free=3, log=said.append)
+    assert lik is free and used == "free" and not calls and not said
+    lik, fc, d, used = sigmaa_fitting_set(*args, min_free=4, log=said.append)
+    assert used == "all" and calls == [1] and "only 3 free reflections" in said[0]
+    np.testing.assert_array_equal(lik.f_obs, [0, 1, 2, 3, 4, 10, 11, 12])
+    np.testing.assert_array_equal(lik.eps, [1] * 5 + [2] * 3)
+    np.testing.assert_array_equal(fc, [7] * 5 + [9] * 3)
+    np.testing.assert_array_equal(d, [3] * 5 + [2] * 3)

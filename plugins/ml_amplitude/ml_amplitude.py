@@ -36,6 +36,7 @@ from refinekit.plugin_api import (AtomGradient, AtomModel, FTarget, FTargetResul
                                   ReflectionColumns, ReflectionData, TermResult)
 from refinekit.plugin_api.numerics.reflections import (
     SigmaaParameters, epsilon_and_centric, fit_sigmaa, free_set_for, map_coefficient_columns,
+    sigmaa_fitting_set,
     r_factors, rice_core, rice_fisher_information, sigmaa_map_coefficients)
 
 
@@ -208,20 +209,13 @@ class MLAmplitude(FTarget):
         ffo, fsig = observations(free, self.name) if len(free) else (np.zeros(0), np.zeros(0))
         ok = np.isfinite(ffo)
         eps, cen = epsilon_and_centric(free.hkl[ok], free.spacegroup)
-        lik = AmplitudeLikelihood(ffo[ok], fsig[ok], eps, cen)
-        fc, d, used = np.abs(fm_free[ok]), free.d[ok], "free"
-        if np.count_nonzero(ok) < self.options.min_free:
-            if not getattr(self, "_small_free_logged", False):
-                self._small_free_logged = True
-                context.log(f"{self.name}: only {np.count_nonzero(ok)} free reflections (< min_free "
-                            f"{self.options.min_free}); D and sigma_delta fitted on all reflections")
-            _, fm_work = self.fmodel(context.model)
-            w = self.lik
-            lik = AmplitudeLikelihood(*(np.concatenate([getattr(w, n), getattr(lik, n)])
-                                        for n in ("f_obs", "sigma_f", "eps", "centric")))
-            fc = np.concatenate([np.abs(fm_work[self.valid]), fc])
-            d = np.concatenate([self.reflections.d[self.valid], d])
-            used = "all"
+        logged = getattr(self, "_small_free_logged", False)
+        lik, fc, d, used = sigmaa_fitting_set(
+            AmplitudeLikelihood(ffo[ok], fsig[ok], eps, cen), self.lik, ("f_obs", "sigma_f", "eps", "centric"),
+            np.abs(fm_free[ok]), free.d[ok], lambda: np.abs(self.fmodel(context.model)[1][self.valid]),
+            self.reflections.d[self.valid], self.options.min_free,
+            None if logged else lambda message: context.log(f"{self.name}: {message}"))
+        self._small_free_logged = logged or used == "all"
         return lik.fit(fc, d, used, self.options.min_per_bin, self.options.max_bins)
 
     def target_f(self, f_model: np.ndarray, want_grad: bool, want_curv: bool) -> FTargetResult:
