@@ -56,9 +56,9 @@ def refinekit_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from refinekit.cli import main; main()"]
 
 
-def run_refinekit(name: str, model: Path, mtz: Path, cycles: int, workdir: Path) -> dict:
+def runrefine_subprocess(name: str, model: Path, mtz: Path, cycles: int, workdir: Path) -> dict:
     """Run refinekit in a subprocess; wall time and figures from its stats.json."""
-    proc, wall = _refinekit(name, model, mtz, cycles, workdir / "out")
+    proc, wall = refine_subprocess(name, model, mtz, cycles, workdir / "out")
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1:] or ["failed"], "wall": wall}
     stats = json.loads((workdir / "out" / "stats.json").read_text())
@@ -72,7 +72,7 @@ def run_refinekit(name: str, model: Path, mtz: Path, cycles: int, workdir: Path)
             "evaluations": sum(v for c in cycles for k, v in c.items() if k.endswith("n_evaluations"))}
 
 
-def _refinekit(name: str, model: Path, mtz: Path, cycles: int, out: Path):
+def refine_subprocess(name: str, model: Path, mtz: Path, cycles: int, out: Path):
     """(completed process, wall time s) of ``refinekit refine --preset xray --cycles N``."""
     cmd = refinekit_command() + ["refine", str(model), str(mtz), "--preset", "xray",
                                  "--cycles", str(cycles), "-o", str(out)]
@@ -86,7 +86,7 @@ def _refinekit(name: str, model: Path, mtz: Path, cycles: int, out: Path):
 
 def evaluate_model(name: str, model: Path, mtz: Path, workdir: Path) -> dict:
     """R-work/R-free of ``model`` under refinekit's xray scaling (0 cycles: scale, no refinement)."""
-    proc, _ = _refinekit(name, model, mtz, 0, workdir / "eval")
+    proc, _ = refine_subprocess(name, model, mtz, 0, workdir / "eval")
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
     final = json.loads((workdir / "eval" / "stats.json").read_text())["final"]
@@ -195,7 +195,7 @@ def main() -> None:
             continue
         print(f"{name}: {model.name} + {mtz.name}, {args.cycles} cycles")
         with tempfile.TemporaryDirectory() as tmp:
-            ours = run_refinekit(name, model, mtz, args.cycles, Path(tmp))
+            ours = runrefine_subprocess(name, model, mtz, args.cycles, Path(tmp))
         show("refinekit", ours)
         theirs = None
         if not args.no_servalcat:

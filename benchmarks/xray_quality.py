@@ -17,7 +17,7 @@ Issue 3, acceptance b and c, one refinement after the other (never two at once):
   both R-free values come from one definition (servalcat's own R1 counts only
   reflections with I/σ > 2).
 
-4iid runs with REFINEKIT_MONLIB=../shared/monlib (its glycans).  Reference
+4iid runs with REFINEKIT_MONLIB=../shared/monlib (its glycans), as in benchmarks/refine.py.  Reference
 figures: ../shared/bench/REFERENCE.md (servalcat from the 0.5 Å start: R-free
 0.2832, rmsd 0.295 Å).
 """
@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import gemmi
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MONLIB = DATA.parent / "monlib"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refine import DATA, MONLIB, evaluate_model, refine_subprocess  # noqa: E402  (benchmarks/refine.py)
+
 DEPOSITED = {
     "1l2h": (DATA / "1l2h" / "1l2h.cif", DATA / "1l2h" / "1l2h.mtz"),
     "4iid": (DATA / "4iid_glyco_2chain" / "4iid.pdb", DATA / "4iid_glyco_2chain" / "4iid.mtz"),
@@ -49,20 +48,13 @@ STARTS = {"p03": (DATA / "1l2h" / "1l2h_p03.cif", 0.15), "p05": (DATA / "1l2h" /
 R_FREE_RISE_MAX, BONDS_MAX, ANGLES_MAX, R_FREE_GAP_MAX = 0.005, 0.02, 2.0, 0.015
 
 
-def refinekit(model: Path, mtz: Path, cycles: int, out: Path, monlib: bool = False) -> dict:
-    """Run ``refinekit refine --preset xray`` in a subprocess; its stats.json plus wall time (s)."""
-    exe = Path(sys.executable).with_name("refinekit")
-    cmd = [str(exe), "refine", str(model), str(mtz), "--preset", "xray", "--cycles", str(cycles),
-           "-o", str(out)]
-    env = dict(os.environ)
-    if monlib:
-        env["REFINEKIT_MONLIB"] = str(MONLIB)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+def refinekit(name: str, model: Path, mtz: Path, cycles: int, out: Path) -> dict:
+    """``refinekit refine --preset xray`` in a subprocess (benchmarks/refine.py); stats.json + wall (s)."""
+    proc, wall = refine_subprocess(name, model, mtz, cycles, out)
     if proc.returncode != 0:
         raise RuntimeError(f"refinekit failed on {model.name}: {proc.stderr.strip()[-400:]}")
     stats = json.loads((out / "stats.json").read_text())
-    stats["wall"] = time.perf_counter() - t0
+    stats["wall"] = wall
     return stats
 
 
@@ -104,7 +96,7 @@ def rmsd_to(reference: dict, path: Path) -> float:
 def deposited_runs(cycles: int, tmp: Path) -> dict[str, dict]:
     results = {}
     for name, (model, mtz) in DEPOSITED.items():
-        s = refinekit(model, mtz, cycles, tmp / name, monlib=name == "4iid")
+        s = refinekit(name, model, mtz, cycles, tmp / name)
         start, final = s["cycles"][0], s["final"]
         ok = (final["r_free"] - start["r_free"] <= R_FREE_RISE_MAX and final["rmsd_bonds"] <= BONDS_MAX
               and final["rmsd_angles"] <= ANGLES_MAX)
@@ -121,11 +113,11 @@ def convergence_runs(cycles: int, tmp: Path, with_servalcat: bool, r_free_deposi
     model, mtz = DEPOSITED["1l2h"]
     reference = protein_positions(model)
     if r_free_deposited is None:
-        r_free_deposited = refinekit(model, mtz, cycles, tmp / "dep")["final"]["r_free"]
+        r_free_deposited = refinekit("1l2h", model, mtz, cycles, tmp / "dep")["final"]["r_free"]
     print(f"c reference: R-free reached from the deposited 1l2h {r_free_deposited:.4f}", flush=True)
     results = {"r_free_deposited": r_free_deposited}
     for label, (start, goal) in STARTS.items():
-        s = refinekit(start, mtz, cycles, tmp / label)
+        s = refinekit("1l2h", start, mtz, cycles, tmp / label)
         before, after = rmsd_to(reference, start), rmsd_to(reference, tmp / label / "refined.cif")
         r_free = s["final"]["r_free"]
         ok = after < goal and r_free - r_free_deposited <= R_FREE_GAP_MAX
@@ -141,7 +133,10 @@ def convergence_runs(cycles: int, tmp: Path, with_servalcat: bool, r_free_deposi
             if refined is None:
                 print("  servalcat not installed (pip install servalcat)")
                 continue
-            scored = refinekit(refined, mtz, 0, tmp / f"serv_{label}_scored")["final"]
+            scored = evaluate_model("1l2h", refined, mtz, tmp / f"serv_{label}")
+            if "error" in scored:
+                print(f"  servalcat {label}: scoring failed: {scored['error'][0]}")
+                continue
             results[f"servalcat_{label}"] = {"rmsd": rmsd_to(reference, refined), "r_free": scored["r_free"]}
             print(f"  servalcat {label}: rmsd {results[f'servalcat_{label}']['rmsd']:.3f} Å, R-free "
                   f"{scored['r_free']:.4f} (refinekit's scaler)", flush=True)

@@ -46,6 +46,17 @@ def g1l2h(m1l2h) -> GeometryRestraint:
 
 
 # ------------------------------------------------------------------ contract
+def fd_second_derivative(term, model: AtomModel, field: str, index, h: float) -> float:
+    """Central finite-difference ∂²T/∂p² of ``term`` for the model value ``getattr(model, field)[index]``."""
+    array = getattr(model, field)
+    values = []
+    for delta in (-h, 0.0, h):
+        array[index] += delta
+        values.append(term.evaluate(model, want_grad=False).value)
+        array[index] -= delta
+    return (values[0] - 2 * values[1] + values[2]) / h**2
+
+
 def test_options_and_classes():
     for cls in (GeometryRestraint, AdpSimilarity):
         testing.check_options(cls)
@@ -88,13 +99,8 @@ def test_adp_similarity_gradient_and_curvature(m1l2h):
     assert report.ok, report
     # the target is quadratic in B, so the diagonal curvature is exact
     curv = term.evaluate(model, want_curv=True).curvature.b_iso
-    k, h = 17, 0.5
-    values = []
-    for delta in (-h, 0.0, h):
-        model.b_iso[k] += delta
-        values.append(term.evaluate(model, want_grad=False).value)
-        model.b_iso[k] -= delta
-    assert curv[k] == pytest.approx((values[0] - 2 * values[1] + values[2]) / h**2, rel=1e-6)
+    k = 17
+    assert curv[k] == pytest.approx(fd_second_derivative(term, model, "b_iso", k, 0.5), rel=1e-6)
     assert term.statistics(model)["n_b_pairs"] > term_bonds(model)
 
 
@@ -116,13 +122,8 @@ def test_adp_similarity_kl_form_gradient_curvature_and_hydrogens(m1l2h):
     report = testing.check_term_gradient(term, model, fields=("b_iso",), n_samples=60)
     assert report.ok, report
     curv = term.evaluate(model, want_curv=True).curvature.b_iso
-    k, h = 17, 1e-3
-    values = []
-    for delta in (-h, 0.0, h):
-        model.b_iso[k] += delta
-        values.append(term.evaluate(model, want_grad=False).value)
-        model.b_iso[k] -= delta
-    assert curv[k] == pytest.approx((values[0] - 2 * values[1] + values[2]) / h**2, rel=1e-4)
+    k = 17
+    assert curv[k] == pytest.approx(fd_second_derivative(term, model, "b_iso", k, 1e-3), rel=1e-4)
     no_h = AdpSimilarity(AdpSimilarityOptions(monlib=MONLIB, form="kl", hydrogens=False))
     no_h.setup(ctx)
     hydrogen = model.is_hydrogen
@@ -247,12 +248,7 @@ def test_regularisation_lbfgs():
     h, exact, approx = 1e-3, [], []
     for atom in range(0, model.n_atoms, 3):
         for k in range(3):
-            values = []
-            for delta in (-h, 0.0, h):
-                model.xyz[atom, k] += delta
-                values.append(term.evaluate(model, want_grad=False).value)
-                model.xyz[atom, k] -= delta
-            exact.append((values[0] - 2 * values[1] + values[2]) / h**2)
+            exact.append(fd_second_derivative(term, model, "xyz", (atom, k), h))
             approx.append(curv[atom, k])
     ratio = np.array(approx) / np.array(exact)
     assert 0.9 < np.median(ratio) < 1.1 and np.corrcoef(exact, approx)[0, 1] > 0.95

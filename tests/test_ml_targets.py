@@ -379,7 +379,7 @@ def test_sigmaa_fitting_set_pools_work_and_free_only_when_free_is_small():
         calls.append(1)
         return np.full(5, 7.0)
 
-    args = (free, work, ("f_obs", "eps"), np.full(3, 9.0), np.full(3, 2.0), work_fc, np.full(5, 3.0))
+    args = (free, work, np.full(3, 9.0), np.full(3, 2.0), work_fc, np.full(5, 3.0))
     lik, fc, d, used = sigmaa_fitting_set(*args, min_free=3, log=said.append)
     assert lik is free and used == "free" and not calls and not said
     lik, fc, d, used = sigmaa_fitting_set(*args, min_free=4, log=said.append)

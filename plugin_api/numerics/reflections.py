@@ -17,6 +17,7 @@ Conventions
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -527,14 +528,13 @@ def free_set_for(context, working) -> tuple[ReflectionData, np.ndarray, np.ndarr
     return free, k, f_part
 
 
-def sigmaa_fitting_set(free_lik, work_lik, fields: tuple[str, ...], fc_free: np.ndarray,
-                       d_free: np.ndarray, work_fc: Callable[[], np.ndarray], d_work: np.ndarray,
-                       min_free: int, log: Callable[[str], None] | None = None):
+def sigmaa_fitting_set(free_lik, work_lik, fc_free: np.ndarray, d_free: np.ndarray,
+                       work_fc: Callable[[], np.ndarray], d_work: np.ndarray, min_free: int,
+                       log: Callable[[str], None] | None = None):
     """The reflections σA (D, σ_Δ) is fitted on: the free set, or work + free when it is small.
 
-    ``free_lik`` / ``work_lik`` are likelihood objects of one class whose
-    constructor takes the per-reflection arrays named ``fields``, in that
-    order; ``fc_free``/``d_free`` are |F_c| and d (Å) of the free ones;
+    ``free_lik`` / ``work_lik`` are likelihood dataclasses of one class whose
+    fields are all per-reflection arrays; ``fc_free``/``d_free`` are |F_c| and d (Å) of the free ones;
     ``work_fc()`` gives |F_c| of the working ones (called only when pooling).
     Returns (likelihood, |F_c|, d, "free" or "all").  Fitting on the free set
     keeps the estimate unbiased by the refinement (Pannu & Read 1996, Acta
@@ -547,8 +547,8 @@ def sigmaa_fitting_set(free_lik, work_lik, fields: tuple[str, ...], fc_free: np.
     if log is not None:
         log(f"only {len(fc_free)} free reflections (< min_free {min_free}); D and sigma_delta "
             "fitted on all reflections")
-    pooled = type(free_lik)(*(np.concatenate([getattr(work_lik, n), getattr(free_lik, n)])
-                              for n in fields))
+    pooled = type(free_lik)(*(np.concatenate([getattr(work_lik, f.name), getattr(free_lik, f.name)])
+                              for f in dataclasses.fields(free_lik)))
     return pooled, np.concatenate([work_fc(), fc_free]), np.concatenate([d_work, d_free]), "all"
 
 

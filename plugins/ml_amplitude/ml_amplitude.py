@@ -211,8 +211,8 @@ class MLAmplitude(FTarget):
         eps, cen = epsilon_and_centric(free.hkl[ok], free.spacegroup)
         logged = getattr(self, "_small_free_logged", False)
         lik, fc, d, used = sigmaa_fitting_set(
-            AmplitudeLikelihood(ffo[ok], fsig[ok], eps, cen), self.lik, ("f_obs", "sigma_f", "eps", "centric"),
-            np.abs(fm_free[ok]), free.d[ok], lambda: np.abs(self.fmodel(context.model)[1][self.valid]),
+            AmplitudeLikelihood(ffo[ok], fsig[ok], eps, cen), self.lik, np.abs(fm_free[ok]), free.d[ok],
+            lambda: np.abs(self.fmodel(context.model)[1][self.valid]),
             self.reflections.d[self.valid], self.options.min_free,
             None if logged else lambda message: context.log(f"{self.name}: {message}"))
         self._small_free_logged = logged or used == "all"

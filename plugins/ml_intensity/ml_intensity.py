@@ -173,8 +173,8 @@ class MLIntensity(FTarget):
         eps, cen = epsilon_and_centric(free.hkl[ok], free.spacegroup)
         logged = getattr(self, "_small_free_logged", False)
         lik, fc, d, used = sigmaa_fitting_set(
-            IntensityLikelihood(io[ok], sig[ok], eps, cen), self.lik, ("i_obs", "sigma_i", "eps", "centric"),
-            np.abs(fm_free[ok]), free.d[ok], lambda: np.abs(self.fmodel(context.model)[1][self.valid]),
+            IntensityLikelihood(io[ok], sig[ok], eps, cen), self.lik, np.abs(fm_free[ok]), free.d[ok],
+            lambda: np.abs(self.fmodel(context.model)[1][self.valid]),
             self.reflections.d[self.valid], self.options.min_free,
             None if logged else lambda message: context.log(f"{self.name}: {message}"))
         self._small_free_logged = logged or used == "all"
