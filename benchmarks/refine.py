@@ -56,7 +56,7 @@ def refinekit_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from refinekit.cli import main; main()"]
 
 
-def runrefine_subprocess(name: str, model: Path, mtz: Path, cycles: int, workdir: Path) -> dict:
+def run_refinekit(name: str, model: Path, mtz: Path, cycles: int, workdir: Path) -> dict:
     """Run refinekit in a subprocess; wall time and figures from its stats.json."""
     proc, wall = refine_subprocess(name, model, mtz, cycles, workdir / "out")
     if proc.returncode != 0:
@@ -195,7 +195,7 @@ def main() -> None:
             continue
         print(f"{name}: {model.name} + {mtz.name}, {args.cycles} cycles")
         with tempfile.TemporaryDirectory() as tmp:
-            ours = runrefine_subprocess(name, model, mtz, args.cycles, Path(tmp))
+            ours = run_refinekit(name, model, mtz, args.cycles, Path(tmp))
         show("refinekit", ours)
         theirs = None
         if not args.no_servalcat:

@@ -165,15 +165,29 @@ class AtomModel:
     def to_structure(self) -> gemmi.Structure:
         """A new gemmi Structure carrying the current arrays."""
         st = self.structure.clone()
-        model = st[0]
-        for i, (ci, ri, ai) in enumerate(self.atom_ref):
-            atom = model[int(ci)][int(ri)][int(ai)]
-            atom.pos = gemmi.Position(*self.xyz[i])
-            atom.b_iso = float(self.b_iso[i])
-            atom.occ = float(self.occ[i])
-            if self.has_aniso[i]:
-                atom.aniso = gemmi.SMat33f(*self.u_aniso[i])
+        xyz, b, occ = self.xyz.tolist(), self.b_iso.tolist(), self.occ.tolist()
+        aniso, u = self.has_aniso.tolist(), self.u_aniso.tolist()
+        for i, atom in enumerate(self._atoms_in_order(st[0])):
+            atom.pos = gemmi.Position(*xyz[i])
+            atom.b_iso = b[i]
+            atom.occ = occ[i]
+            if aniso[i]:
+                atom.aniso = gemmi.SMat33f(*u[i])
         return st
+
+    def _atoms_in_order(self, model: gemmi.Model):
+        """The atoms of ``model`` (a copy of this structure's first model) in array order.
+
+        When ``atom_ref`` lists every atom in file order (as ``from_structure``
+        makes it) they are walked sequentially, else looked up one by one.
+        """
+        ref = self.atom_ref
+        in_file_order = (len(ref) == model.count_atom_sites()
+                         and (len(ref) < 2 or np.all(np.diff(ref[:, 0] * 2**42 + ref[:, 1] * 2**21
+                                                             + ref[:, 2]) > 0)))
+        if in_file_order:
+            return (atom for chain in model for res in chain for atom in res)
+        return (model[int(ci)][int(ri)][int(ai)] for ci, ri, ai in ref)
 
 
 @dataclass

@@ -294,6 +294,53 @@ def test_separable_and_general_density_kernels_agree(l2h):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-11 * np.abs(b).max())
 
 
+def test_slab_plan_balances_work_and_spreads_what_one_thread_spreads(l2h):
+    """plan_slabs: the parallel spread equals the serial one (no two threads write one plane),
+    and the planned split of the estimated work (atom_work, as the threads receive the slabs)
+    beats one thread clearly; atoms' work grows with their reach."""
+    from refinekit.plugin_api.numerics import density
+    model, hkl = l2h
+    eng = engine(FftFcalc, threads=2)
+    eng.calc(model, hkl)
+    geo = eng._geometry
+    t = eng._terms(model, geo)
+    occ = model.occ.astype(np.float64)
+    plan = density.plan_slabs(t.centres, t.half, geo.shape, 2)
+    assert plan is not None
+    work = density.atom_work(t.half)
+    order, starts = density.slab_groups(plan, t.centres, t.half, geo.shape)
+    group = np.empty(model.n_atoms, dtype=np.int64)
+    for g in range(len(starts) - 1):
+        group[order[starts[g]:starts[g + 1]]] = g
+    assert density._makespan(group, work, plan.n_slabs, 2) < 0.75 * work.sum()
+    assert np.corrcoef(work, t.half.max(axis=(1, 2)))[0, 1] > 0.5
+    grids = []
+    for o, s in ((order, starts), density.slab_groups(None, t.centres, t.half, geo.shape)):
+        g = np.zeros(geo.shape)
+        with density.numba_threads(2):
+            density.spread(g, t.centres, occ, t.amp, t.logr, t.shift, t.pq, t.half, o, s)
+        grids.append(g)
+    np.testing.assert_allclose(grids[0], grids[1], rtol=0, atol=1e-12 * np.abs(grids[1]).max())
+
+
+def test_terms_are_reused_only_for_the_same_atoms(l2h):
+    """The gradient reuses the Gaussian terms of the F_calc just computed, and a changed atom
+    (or another table) recomputes them."""
+    model, hkl = l2h
+    eng = engine(FftFcalc)
+    eng.calc(model, hkl)
+    geo = eng._geometry
+    first = eng._terms(model, geo)
+    assert eng._terms(model, geo) is first
+    moved = model.copy()
+    moved.b_iso[3] += 1.0
+    second = eng._terms(moved, geo)
+    assert second is not first and second.amp[3, 0] != first.amp[3, 0]
+    assert eng._terms(moved, geo) is second
+    eng.use_table(XrayTable())  # another table object: its coefficients may differ
+    assert eng._terms(moved, geo) is not second
+
+
 def test_fftw_wisdom_file_round_trip(tmp_path, monkeypatch):
     """Wisdom is written atomically under $XDG_CACHE_HOME/refinekit and a damaged file is ignored."""
     import json

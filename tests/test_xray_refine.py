@@ -87,6 +87,8 @@ def test_xray_preset_keeps_deposited_1l2h(tmp_path):
     assert final["rmsd_bonds"] <= 0.02
     assert final["rmsd_angles"] <= 2.0
     assert 3.0 < summary["cycles"][1]["weights"]["ml"] < 30.0  # the gradient-ratio estimate
+    # 5 joint iterations: start + 5 steps + at most one backtrack (8 before the Newton-length start)
+    assert summary["cycles"][1]["xyz+b-iso_n_evaluations"] <= 7
 
 
 def _protein_positions(path) -> dict:
@@ -202,3 +204,20 @@ def test_joint_minimisation_block_scales_are_root_mean_curvatures():
     np.testing.assert_array_equal(model.b_iso, 2.0 * x0[1])  # the model is left as it was
     terms["adp"] = _CurvTerm(None)
     assert Run._block_scales(run, params, terms, {"geometry": 1.0, "ml": 3.0, "adp": 1.0}, x0) is None
+
+
+def test_newton_length_is_a_power_of_two_near_a_quarter_of_the_gradient_norm():
+    """The joint step's coordinates are divided by it: a unit first step is ≈¼ of −g, and
+    x·s/s stays exact (a power of two), so the start is not evaluated twice."""
+    from refinekit.engine import _newton_length
+
+    rng = np.random.default_rng(1)
+    for norm in (3e-3, 0.7, 213.0, 5.4e4):
+        g = rng.normal(size=500)
+        g *= norm / np.linalg.norm(g)
+        length = _newton_length(g)
+        assert np.log2(length) == round(np.log2(length))
+        assert 0.25 / np.sqrt(2) <= length / norm <= 0.25 * np.sqrt(2)
+        x, s = rng.normal(size=500), rng.uniform(0.1, 10, 500)
+        np.testing.assert_array_equal(x * (s / length) / (s / length), x * s / s)
+    assert _newton_length(np.zeros(3)) == 1.0

@@ -64,7 +64,10 @@ class BIsoParameters(Parameterization):
         self.indices = np.concatenate([self.free, self.riders])
 
     def _set_riding(self, model: AtomModel, idx: np.ndarray) -> None:
-        parents = hydrogen_parents(model)
+        key = (id(model.structure), model.n_atoms)  # the same atoms: H keep their parents
+        if getattr(self, "_parents_for", None) != key:
+            self._parents, self._parents_for = hydrogen_parents(model), key
+        parents = self._parents
         position = np.full(model.n_atoms, -1, dtype=np.int64)
         heavy = idx[~model.is_hydrogen[idx]]
         position[heavy] = np.arange(len(heavy))

@@ -201,6 +201,7 @@ class FftFcalc(FcalcEngine):
         self._geometry: _Geometry | None = None
         self._geometry_key: tuple | None = None
         self._coefficients = density.AtomCoefficients()
+        self._last_terms: tuple | None = None
 
     # ----------------------------------------------------------------- public
     def calc(self, model: AtomModel, hkl: np.ndarray) -> np.ndarray:
@@ -265,6 +266,19 @@ class FftFcalc(FcalcEngine):
         return max(0.0, math.ceil(max(short, floor) / B_ADD_STEP) * B_ADD_STEP)
 
     def _terms(self, model: AtomModel, geo: _Geometry) -> _Terms:
+        """The atoms' Gaussian terms on ``geo``'s grid, reused while the atoms are unchanged
+        (a gradient follows the F_calc of the same model)."""
+        arrays = (model.xyz, model.b_iso, model.occ, model.u_aniso, model.has_aniso,
+                  model.element, model.charge)
+        last = self._last_terms
+        if (last is not None and last[0] is geo and last[1] is self.table
+                and all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(last[2], arrays))):
+            return last[3]
+        terms = self._compute_terms(model, geo)
+        self._last_terms = (geo, self.table, tuple(np.array(a, copy=True) for a in arrays), terms)
+        return terms
+
+    def _compute_terms(self, model: AtomModel, geo: _Geometry) -> _Terms:
         coef = self._coefficients.update(self.table, model.element, model.charge)
         b_add = self._b_add(model, geo)
         u = density.total_u(model.b_iso, model.u_aniso, model.has_aniso, b_add)

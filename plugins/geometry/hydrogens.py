@@ -150,7 +150,10 @@ class PlaceHydrogens(Step):
         add_hydrogens(st, self.options, change, nucleus_distances(self.options, model, context))
         ideal = _positions_by_name(st)
         rows = np.flatnonzero(is_h)
-        keys = _keys(model, rows)
+        cache = (id(model.structure), model.n_atoms)  # the same atoms: the same names
+        if getattr(self, "_keys_for", None) != cache:
+            self._keys, self._keys_for = _keys(model, rows), cache
+        keys = self._keys
         new = np.array([ideal.get(k, model.xyz[i]) for k, i in zip(keys, rows)])
         shift = float(np.sqrt(np.mean(np.sum((new - model.xyz[rows]) ** 2, axis=1))))
         model.xyz[rows] = new

@@ -11,6 +11,7 @@ symmetry mates.  ``adp-similarity`` restrains B of bonded (1-2) and angle
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -59,10 +60,23 @@ def nucleus_distances(options: LibraryOptions, model: AtomModel, context=None) -
     return radiation in ("neutron", "electron")
 
 
+_last_tables: list = []  # [(key, structure, (lib, tables))]: geometry and adp-similarity share one build
+
+
 def load_tables(model: AtomModel, options: LibraryOptions, nucleus: bool = False):
-    """(MonLib, RestraintTables) for ``model``; ``nucleus``: X–H targets at nuclei."""
+    """(MonLib, RestraintTables) for ``model``; ``nucleus``: X–H targets at nuclei.
+
+    The last result is reused for the same structure, atoms and library
+    settings (the restraint tables are read-only).
+    """
+    key = (model.n_atoms, options.monlib, os.environ.get("REFINEKIT_MONLIB"), os.environ.get("CLIBD_MON"),
+           tuple(options.ligands), options.cis_peptides, options.link_distance, nucleus)
+    if _last_tables and _last_tables[0][0] == key and _last_tables[0][1] is model.structure:
+        return _last_tables[0][2]
     lib = read_library(model.structure, options.monlib, list(options.ligands))
-    return lib, build_tables(model, lib, options.cis_peptides, options.link_distance, nucleus)
+    result = lib, build_tables(model, lib, options.cis_peptides, options.link_distance, nucleus)
+    _last_tables[:] = [(key, model.structure, result)]
+    return result
 
 
 @dataclass

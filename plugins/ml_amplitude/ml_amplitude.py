@@ -278,7 +278,10 @@ def atom_fisher_diagonal(model: AtomModel, table, d: np.ndarray, info: np.ndarra
     centre = np.array([np.dot(info[sh], s2[sh]) / w if w > 0 else s2[sh].mean()
                        for sh, w in zip(shells, weight)])
     b = np.where(model.has_aniso, 8 * np.pi ** 2 * model.u_aniso[:, :3].mean(axis=1), model.b_iso)
-    f = table.coefficients(model.element, model.charge).evaluate(centre)
+    kinds, kind = np.unique(np.char.add(np.asarray(model.element, str),
+                                        np.asarray(model.charge).astype(str)), return_inverse=True)
+    first = np.unique(kind, return_index=True)[1]  # one atom of each element and charge
+    f = table.coefficients(model.element[first], model.charge[first]).evaluate(centre)[kind]
     g2 = (model.occ[:, None] * f) ** 2 * np.exp(-np.outer(b, centre) / 2.0)
     n_ops = len(model.spacegroup.operations())
     cx = n_ops * (4 * np.pi ** 2 / 3) * g2 @ (weight * centre)
