@@ -22,6 +22,7 @@ import numpy as np
 
 from .gradient import AtomGradient
 from .model import AtomModel, MapData, ReflectionColumns, ReflectionData
+from .numerics.fisher import atom_fisher_diagonal
 
 
 @dataclass
@@ -139,13 +140,20 @@ class FTarget(DataTarget):
 
     def evaluate(self, model: AtomModel, want_grad: bool = True,
                  want_curv: bool = False) -> TermResult:
+        """T; dT/d(atoms) through the engine's adjoint; with ``want_curv`` and a
+        per-reflection curvature from :meth:`target_f`, the atoms' diagonal
+        curvature (:func:`~refinekit.plugin_api.numerics.fisher.atom_fisher_diagonal`)."""
         _, fm = self.fmodel(model)
         res = self.target_f(fm, want_grad, want_curv)
+        curv = None
+        if want_curv and res.curvature is not None:
+            curv = atom_fisher_diagonal(model, self.engine.table, self.reflections.d,
+                                        self.k_total ** 2 * res.curvature)
         if not want_grad:
-            return TermResult(res.value)
+            return TermResult(res.value, None, curv)
         # F_model = k (F_c + F_part) with real k:  dT/dF_c = k · dT/dF_model
         grad = self.engine.gradient(model, self.reflections.hkl, self.k_total * res.dT_dF)
-        return TermResult(res.value, grad)
+        return TermResult(res.value, grad, curv)
 
 
 # --------------------------------------------------------------------------- engines

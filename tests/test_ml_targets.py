@@ -212,6 +212,9 @@ class FakeContext:
         obs = self.data.f_obs if self.data.f_obs is not None else self.data.i_obs
         return self.data.subset(~self.data.free & np.isfinite(obs))
 
+    def free_reflections(self):
+        return self.data.subset(self.data.free)
+
     def fmodel_scales(self, refl):
         return self.k_total[refl.index], self.f_part[refl.index]
 
@@ -326,19 +329,23 @@ def test_kernel_bessel_functions_match_scipy():
     assert got[0, 1] == 0.0
 
 
-def test_atom_curvature_is_close_to_the_second_derivative(l2h):
-    """ml-amplitude's atomic curvature (diagonal Fisher, random-phase approximation) against
+@pytest.mark.parametrize("cls", [MLAmplitude, MLIntensity, "ls"])
+def test_atom_curvature_is_close_to_the_second_derivative(l2h, cls):
+    """The atomic curvature of each structure-factor target (diagonal Fisher, random-phase
+    approximation: ``atom_fisher_diagonal`` from the target's per-reflection curvature) against
     central differences of the gradient (FFT engine) for xyz and B of 8 atoms of 1l2h: the
     same size on average (the observed second derivative of one atom scatters around its
-    expectation: measured ratios 0.95–1.95 for xyz, 0.67–2.1 for B but one atom at 6.9),
-    always positive."""
+    expectation: ml-amplitude's measured ratios 0.95–1.95 for xyz, 0.67–2.1 for B but one atom
+    at 6.9), always positive."""
+    if cls == "ls":
+        cls = pytest.importorskip("refinekit.plugins.ls.target").LeastSquaresTarget
     fft = pytest.importorskip("refinekit.plugins.fcalc_fft.engine")
     tables = pytest.importorskip("refinekit.plugins.xray_tables.table")
     data, model, _, _, k, f_part = l2h
     model = model.copy()
     engine = fft.FftFcalc()
     engine.use_table(tables.XrayTable())
-    term = MLAmplitude()
+    term = cls()
     term.setup(FakeContext(model, data, engine, k, f_part))
     curv = term.evaluate(model, want_grad=False, want_curv=True).curvature
     assert np.all(curv.xyz > 0) and np.all(curv.b_iso > 0)
@@ -356,6 +363,7 @@ def test_atom_curvature_is_close_to_the_second_derivative(l2h):
             model.mark_changed()
             fd = (grads[0] - grads[1]) / (2 * h)
             ratios[field].append((curv.xyz[j, 0] if field == "xyz" else curv.b_iso[j]) / fd)
+    print(cls.__name__, {f: np.round(np.median(r), 2) for f, r in ratios.items()})
     for field, r in ratios.items():
         r = np.array(r)
         assert np.all((r > 0.2) & (r < 10)), (field, r)

@@ -10,9 +10,12 @@ no term through k (envelope theorem):
 
     dT/dF_m = −2 w k (|Fo| − k|Fm|) / N · F_m/|F_m|,   N = Σ w|Fo|²
 
-(complex convention of ``FTargetResult``).  The Gauss–Newton diagonal
-curvature per reflection is 2 w k² / N.  Weights: ``unit`` (w = 1) or
-``sigma`` (w = 1/σ²).
+(complex convention of ``FTargetResult``).  The Gauss–Newton curvature
+along |F| is 2 w k² / N; the diagonal curvature reported for the components
+A, B of F is its average over the phase: half of it for acentric
+reflections (the radial direction is one of two), all of it for centric
+ones (F stays on its line) — the convention of the ML targets.  Weights:
+``unit`` (w = 1) or ``sigma`` (w = 1/σ²).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Literal
 import numpy as np
 
 from refinekit.plugin_api import FTarget, FTargetResult, InputError, ReflectionColumns
-from refinekit.plugin_api.numerics.reflections import map_coefficient_columns, r_factors
+from refinekit.plugin_api.numerics.reflections import (epsilon_and_centric, map_coefficient_columns,
+                                                        r_factors)
 
 
 @dataclass
@@ -43,6 +47,8 @@ class LeastSquaresTarget(FTarget):
         super().setup(context)
         self.f_obs, self.w = self._observations(self.reflections)
         self.norm = float(np.sum(self.w * self.f_obs ** 2))
+        self.phase_average = np.where(epsilon_and_centric(self.reflections.hkl, self.reflections.spacegroup)[1],
+                                      1.0, 0.5)
         self.free = context.free_reflections()
         self.free_scales = context.fmodel_scales(self.free)
         self.all_data = context.data
@@ -73,12 +79,12 @@ class LeastSquaresTarget(FTarget):
         k = self.scale(fm_abs)
         diff = self.f_obs - k * fm_abs
         value = float(np.sum(self.w * diff ** 2) / self.norm)
+        curv = 2.0 * k * k * self.w * self.phase_average / self.norm if want_curv else None
         if not want_grad:
-            return FTargetResult(value)
+            return FTargetResult(value, None, curv)
         with np.errstate(invalid="ignore", divide="ignore"):
             unit = np.where(fm_abs > 0, f_model / np.where(fm_abs > 0, fm_abs, 1.0), 0.0)
         grad = (-2.0 * k / self.norm) * self.w * diff * unit
-        curv = 2.0 * k * k * self.w / self.norm if want_curv else None
         return FTargetResult(value, grad, curv)
 
     def statistics(self, model) -> dict[str, float]:
