@@ -4,7 +4,8 @@ Sub-commands (a stable contract other tools script against):
 
 * ``refinekit plugins`` — the discovered plugins and their components;
 * ``refinekit fcalc MODEL --d-min D [--engine fft|direct] -o OUT.mtz``;
-* ``refinekit refine MODEL DATA [--config F.toml] [--cycles N] [--ligand F.cif ...] -o OUTDIR``;
+* ``refinekit refine MODEL DATA [--config F.toml] [--preset P] [--cycles N] [--ligand F.cif ...] -o OUTDIR``
+  — preset ``xray`` when neither --preset nor --config is given;
 * ``refinekit rsr MODEL MAP --resolution D [--config F.toml] [--cycles N] [--ligand F.cif ...] -o OUTDIR``
   — real-space refinement against a density map (default preset ``cryo-em``);
 * ``refinekit demo [-o OUTDIR]`` — refine the embedded example;
@@ -30,6 +31,10 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 from refinekit.plugin_api.errors import RefinekitError  # noqa: E402
 
 from . import __version__  # noqa: E402
+
+#: preset of ``refine MODEL DATA`` given neither --preset nor --config: the likelihood protocol a
+#: crystallographer expects (a config without a preset key keeps the minimal ``default`` preset)
+BARE_REFINE_PRESET = "xray"
 
 
 def _pre_config(argv: Sequence[str]) -> dict:
@@ -72,7 +77,8 @@ def build_parser(registry) -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--config", help="TOML config (see docs/config.md)")
-    p.add_argument("--preset", help="preset name (overrides the config's)")
+    p.add_argument("--preset", help="preset name (overrides the config's; without --preset and "
+                                    f"--config: {BARE_REFINE_PRESET})")
     p.add_argument("--cycles", type=int, help="macro-cycles per stage")
     p.add_argument("--ligand", action="append", default=[], metavar="FILE.cif",
                    help="extra restraint dictionary (repeatable); added to every term "
@@ -187,8 +193,11 @@ def cmd_refine(args, registry, raw) -> int:
     """Refine MODEL against DATA; write OUTDIR/refined.cif and stats.json."""
     from .runner import refine
 
+    preset = args.preset
+    if preset is None and not args.config:  # a bare command: the full likelihood protocol
+        preset = BARE_REFINE_PRESET
     summary = refine(registry, raw, args.model, args.data, args.output,
-                     preset=args.preset, cycles=args.cycles, ligands=args.ligand)
+                     preset=preset, cycles=args.cycles, ligands=args.ligand)
     _print_summary(summary, args.output)
     return 0
 

@@ -151,7 +151,9 @@ def test_sf_mmcif_without_sigmas(tmp_path, capsys):
     nosigf = tmp_path / "nosigf-sf.cif"
     nosigf.write_text(text.replace("_refln.F_meas_sigma_au", "_refln.pdbx_unused_1")
                       .replace("_refln.intensity_meas", "_refln.pdbx_unused_2"))
-    s, log = refine_ok(["refine", model, nosigf, "--cycles", "1"], capsys, tmp_path / "o")
+    # the minimal LS preset: the data handling is the point, and the model's SPK/DOD need dictionaries
+    s, log = refine_ok(["refine", model, nosigf, "--preset", "default", "--cycles", "1"], capsys,
+                       tmp_path / "o")
     assert "data columns: f=F_meas_au, free=status 'f'" in log and "no σ(F) column" in log
     assert s["final"]["r_work"] < s["cycles"][0]["r_work"]
     nosigi = tmp_path / "nosigi-sf.cif"
@@ -322,3 +324,12 @@ def test_cell_tolerance(tmp_path, e5z, capsys, edge, beta, ok):
         code, _, err = run(["refine", path, e5z.data, "-o", tmp_path / "o"], capsys)
         refused(code, err, tmp_path / "o", "5e5z.mtz", "cells differ", "at most 2%")
         assert not (tmp_path / "o").exists()
+
+
+def test_bare_refine_runs_the_xray_preset(e5z, tmp_path, capsys):
+    """`refine MODEL DATA` with neither --preset nor --config runs the likelihood protocol
+    (ML target, restraints, riding H), not the minimal LS preset a config without a preset
+    key gets."""
+    s, _ = refine_ok(["refine", e5z.model, e5z.data, "--cycles", "1"], capsys, tmp_path / "o")
+    assert s["config"]["preset"] == "xray"
+    assert "ml_amplitude_nll" in s["final"] and "rmsd_bonds" in s["final"]
