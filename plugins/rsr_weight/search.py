@@ -15,6 +15,12 @@ the data term's units; it is walked by bisection (geometry worsens
 monotonically with the data weight).
 Fit is the data term's value per atom after the trial (lower is better).
 
+A coordinate minimisation whose data terms are all listed in ``match``
+(e.g. ``map-cc`` after ``map-value``) is weighted without trials: its data
+weight is set so that the data terms' curvature along a random coordinate
+step equals that of the reference term at its searched weight (same
+stiffness, so the same balance against the restraints).
+
 Minimisations without bond/angle restraints (B refinement: a map term with
 ADP similarity) get a data weight from the gradient balance at the start,
 w = adp_scale · ‖∇R‖/‖∇D‖ over the restrained parameters (the rule that
@@ -27,7 +33,7 @@ steepest descent).  The ratio adapts to the data term's units (−CC for
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gemmi
@@ -59,7 +65,12 @@ class RsrSearchOptions:
     resolution of that rule is max(d, d99), d99 the map's own resolution
     (Afonine et al. 2018, Acta Cryst. D74, 814–840): a map blurred by a
     large overall B holds the atoms as weakly as a low-resolution one,
-    whatever its nominal d (simulated 1 Å maps with B = 200 Å² have d99 ≈ 5 Å).
+    whatever its nominal d (simulated 1 Å maps with B = 200 Å² have d99 ≈ 5 Å);
+    match: data term → reference data term: a coordinate minimisation whose
+    data terms all map to one reference is not searched but weighted by
+    curvature matching to the reference's searched weight (:meth:`RsrWeightSearch.matched`;
+    for targets too costly for segment trials, e.g. ``map-cc`` on a fine grid);
+    match_step: rms coordinate step (Å) of that curvature estimate.
     """
 
     segment_length: int = 5
@@ -76,8 +87,14 @@ class RsrSearchOptions:
     tighten_start: float = 3.0
     tighten_power: float = 2.0
     use_d99: bool = True
+    match: dict = field(default_factory=dict)
+    match_step: float = 0.01
 
     def validate(self) -> None:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.match.items()):
+            raise ValueError("match must map data-term names to data-term names")
+        if not self.match_step > 0:
+            raise ValueError(f"match_step must be > 0 Å, got {self.match_step}")
         if self.segment_length < 2 or self.n_segments < 1 or self.n_weights < 2:
             raise ValueError("need segment_length ≥ 2, n_segments ≥ 1 and n_weights ≥ 2")
         if self.span <= 0 or self.outlier_mad <= 0:
@@ -189,7 +206,9 @@ class RsrWeightSearch(WeightScheme):
     """Weight scheme ``rsr-search``: one data-weight factor from segment trial refinements.
 
     Applies to minimisations that include both a data term (role "target")
-    and a restraint reporting ``rmsd_bonds`` and ``rmsd_angles``; other
+    and a restraint reporting ``rmsd_bonds`` and ``rmsd_angles`` (those whose
+    data terms are all keys of ``match`` get the curvature-matched factor of
+    :meth:`matched` instead); other
     minimisations with a data term and restraints (B refinement) get the
     gradient-balance factor of :meth:`balance`; without restraints the
     configured weights are kept.  The factor multiplies every data term's
@@ -203,6 +222,8 @@ class RsrWeightSearch(WeightScheme):
     def __init__(self, options=None):
         super().__init__(options)
         self.factors: dict[frozenset, tuple[float, int]] = {}
+        #: data-term names → (searched factor, {name: (term, configured weight)})
+        self.searched: dict[frozenset, tuple[float, dict[str, tuple[Term, float]]]] = {}
         self.report: dict[str, Any] = {}
 
     def weights(self, context, terms: dict[str, Term], current: dict[str, float]) -> dict[str, float]:
@@ -213,10 +234,62 @@ class RsrWeightSearch(WeightScheme):
         key = data | {"restraints:" + ",".join(sorted(n for n, t in terms.items() if t.role == "restraint"))}
         every = self.options.every
         if key not in self.factors or (every and context.cycle - self.factors[key][1] >= every):
-            choose = self.search if self._has_geometry(context, terms) else self.balance
+            if not self._has_geometry(context, terms):
+                choose = self.balance
+            elif data <= set(self.options.match):
+                choose = self.matched
+            else:
+                choose = self.search
             self.factors[key] = (choose(context, terms, current), context.cycle)
+            if choose == self.search:
+                self.searched[data] = (self.factors[key][0], {n: (terms[n], current[n]) for n in data})
         factor = self.factors[key][0]
         return {n: w * factor if n in data else w for n, w in current.items()}
+
+    # -------------------------------------------------------------- curvature matching
+    def matched(self, context, terms: dict[str, Term], current: dict[str, float]) -> float:
+        """Data-weight factor f with f·Σ w_t c_t = Σ F_ref w_r c_r (curvature matching).
+
+        c: mean curvature of a term along one random coordinate step δ (rms
+        ``match_step`` Å, seed ``seed``), c = δ·(∇T(x+δ) − ∇T(x))/|δ|², at
+        the current model; t: this minimisation's data terms, r: their
+        reference terms (``match``) as last weighted by the segment search
+        (F_ref·w_r).  The data terms then hold the atoms as stiffly as the
+        searched reference did, so the restraints keep the balance the
+        search chose.
+        """
+        data = {n: t for n, t in terms.items() if t.role == "target"}
+        refs = frozenset(self.options.match[n] for n in data)
+        if refs not in self.searched:
+            raise ConfigError(f"weight scheme 'rsr-search': the weight of {', '.join(sorted(data))} is "
+                              f"matched to {', '.join(sorted(refs))}, which no earlier coordinate "
+                              "minimisation has searched; refine xyz against it first",
+                              "weights.options.match")
+        rng = np.random.default_rng(self.options.seed)
+        step = rng.normal(size=context.model.xyz.shape) * self.options.match_step
+        ref_factor, ref_terms = self.searched[refs]
+        c_ref = sum(w * ref_factor * self._curvature(t, context.model, step) for t, w in ref_terms.values())
+        c_data = sum(current[n] * self._curvature(t, context.model, step) for n, t in data.items())
+        if not (c_ref > 0 and c_data > 0):
+            raise InputError(f"weight scheme 'rsr-search': curvature matching needs positive curvatures "
+                             f"(reference {c_ref:.3g}, {', '.join(sorted(data))} {c_data:.3g})")
+        factor = c_ref / c_data
+        self.report[f"match:{','.join(sorted(data))}"] = factor
+        context.log(f"rsr weight ({', '.join(sorted(data))}): data weight factor {factor:.4g} by curvature "
+                    f"matching to {', '.join(sorted(refs))} (factor {ref_factor:.4g})")
+        return factor
+
+    @staticmethod
+    def _curvature(term: Term, model: AtomModel, step: np.ndarray) -> float:
+        """δ·(∇T(x+δ) − ∇T(x))/|δ|² for the xyz step δ (Å); the model is restored."""
+        x = model.xyz.copy()
+        g0 = term.evaluate(model, want_grad=True).gradient.xyz
+        model.xyz[:] = x + step
+        model.mark_changed()
+        g1 = term.evaluate(model, want_grad=True).gradient.xyz
+        model.xyz[:] = x
+        model.mark_changed()
+        return float(np.sum((g1 - g0) * step) / np.sum(step * step))
 
     @staticmethod
     def _has_geometry(context, terms: dict[str, Term]) -> bool:
