@@ -315,16 +315,15 @@ class Run:
 
         start = time.perf_counter()
         x_start = np.concatenate(x0)
-        scale = self._block_scales(params, active, weights, x0) if len(params) > 1 else None
-        if scale is None:
-            scale = np.ones(len(x_start))
+        block = self._block_scales(params, active, weights, x0) if len(params) > 1 else None
+        scale = np.ones(len(x_start)) if block is None else block
 
         def scaled(y: np.ndarray) -> tuple[float, np.ndarray]:
             value, g = fun(y / scale)
             return value, g / scale
 
         f_start, g_start = scaled(x_start * scale)
-        if len(params) > 1 and not np.all(scale == 1.0):
+        if block is not None:  # Hessian ≈ I in these coordinates: a unit step is ¼ of the Newton step
             scale = scale / _newton_length(g_start)
         result = self.optimizer.minimize(scaled, x_start * scale, lower * scale, upper * scale,
                                          max_iter)
